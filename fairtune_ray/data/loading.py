@@ -1,0 +1,109 @@
+"""From a prepared dataset to batches: in-memory uint8 tensors, normalised on the fly per batch.
+
+Packed shards hold uint8 pixels, so a trial's data is ready after one Parquet read (or one fetch
+from the Ray object store); conversion to float, resizing to the model input and augmentation
+happen per batch, on the training device.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
+
+from fairtune_ray.config import DataConfig
+from fairtune_ray.data.manifest import DataError, PackedDataset, load_packed_dataset
+
+
+def load_dataset(cfg: DataConfig) -> PackedDataset:
+    """The configured dataset: the embedded synthetic default or a prepared folder/URI."""
+    if cfg.source == "synthetic":
+        from fairtune_ray.data.synthetic import load_synthetic
+
+        data = load_synthetic(cfg.synthetic, cfg.cache_dir)
+    else:
+        data = load_packed_dataset(cfg.source)
+    check_attribute(data, cfg.sensitive_attribute, where=cfg.source)
+    return data
+
+
+def check_attribute(data: PackedDataset, attribute: str, where: str = "dataset") -> None:
+    if attribute not in data.info.attributes or attribute not in data.manifest.columns:
+        raise DataError(f"{where}: sensitive attribute '{attribute}' (config key data.sensitive_attribute) "
+                        f"is not in the manifest; available: {sorted(data.info.attributes)}")
+    for split in ("train", "val"):
+        if not (data.manifest["split"] == split).any():
+            raise DataError(f"{where}: the manifest has no '{split}' rows (column 'split')")
+
+
+@dataclass
+class SplitTensors:
+    """One split as tensors: images (N, C, H, W) uint8, labels (N,), groups (N,)."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    groups: torch.Tensor
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+def split_tensors(data: PackedDataset, split: str, attribute: str) -> SplitTensors:
+    part = data.split(split)
+    images = torch.from_numpy(np.ascontiguousarray(part.images)).permute(0, 3, 1, 2)
+    return SplitTensors(images, torch.as_tensor(part.manifest["label"].to_numpy(), dtype=torch.long),
+                        torch.as_tensor(part.manifest[attribute].to_numpy(), dtype=torch.long))
+
+
+class _IndexDataset(Dataset):
+    def __init__(self, split: SplitTensors):
+        self.split = split
+
+    def __len__(self) -> int:
+        return len(self.split)
+
+    def __getitem__(self, i: int):
+        return self.split.images[i], self.split.labels[i], self.split.groups[i]
+
+
+def group_balanced_weights(labels: torch.Tensor, groups: torch.Tensor) -> torch.Tensor:
+    """Sample weights that make every (group, label) cell equally likely."""
+    cell = groups * (int(labels.max()) + 1) + labels
+    counts = torch.bincount(cell).float()
+    return 1.0 / counts[cell]
+
+
+def make_loader(split: SplitTensors, batch_size: int, train: bool, group_balanced: bool = False,
+                seed: int = 0) -> DataLoader:
+    gen = torch.Generator().manual_seed(seed)
+    sampler = None
+    if train and group_balanced:
+        sampler = WeightedRandomSampler(group_balanced_weights(split.labels, split.groups), len(split), generator=gen)
+    return DataLoader(_IndexDataset(split), batch_size=batch_size, shuffle=train and sampler is None,
+                      sampler=sampler, generator=gen if train else None, drop_last=False, num_workers=0)
+
+
+class BatchTransform:
+    """uint8 batch -> normalised float at the model's input size, with flips when training.
+
+    Mean, std and input size come from timm's data config of the backbone.
+    """
+
+    def __init__(self, data_config: dict, augment: bool):
+        self.mean = torch.tensor(data_config["mean"]).view(1, -1, 1, 1)
+        self.std = torch.tensor(data_config["std"]).view(1, -1, 1, 1)
+        self.size = tuple(data_config["input_size"][-2:])
+        self.augment = augment
+
+    def __call__(self, images: torch.Tensor, train: bool) -> torch.Tensor:
+        x = images.float().div_(255.0)
+        if tuple(x.shape[-2:]) != self.size:
+            x = F.interpolate(x, size=self.size, mode="bilinear", align_corners=False, antialias=True)
+        if train and self.augment:  # dermoscopy/fundus images have no canonical orientation
+            flip_h = torch.rand(x.shape[0], device=x.device) < 0.5
+            flip_v = torch.rand(x.shape[0], device=x.device) < 0.5
+            x = torch.where(flip_h[:, None, None, None], x.flip(-1), x)
+            x = torch.where(flip_v[:, None, None, None], x.flip(-2), x)
+        return (x - self.mean.to(x.device)) / self.std.to(x.device)
