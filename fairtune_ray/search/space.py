@@ -1,0 +1,95 @@
+"""The outer loop's search space: mask bits, learning rate and the Fisher-method options.
+
+Each mask bit is its own ``choice([0, 1])`` dimension (named m00, m01, ...) so TPE models every
+parameter group separately, as FairTune does. The learning rate is log-uniform. With
+``method: fisher`` or ``both`` the EWC strength lambda (log-uniform, with an explicit 0), gamma,
+the SVD rank and the factorised-layer set join the space.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+from ray import tune
+
+from fairtune_ray.config import ExperimentConfig
+from fairtune_ray.training.spec import TrialSpec
+
+FIXED_KEY = "fixed"  # points_to_evaluate may name a fixed mask (a prior) instead of bits
+
+
+def bit_keys(n_bits: int) -> list[str]:
+    width = max(2, len(str(n_bits - 1)))
+    return [f"m{i:0{width}d}" for i in range(n_bits)]
+
+
+def uses_mask_bits(cfg: ExperimentConfig) -> bool:
+    return cfg.search.method in ("fairtune", "both")
+
+
+def uses_fisher(cfg: ExperimentConfig) -> bool:
+    return cfg.search.method in ("fisher", "both")
+
+
+def factorise_choices(cfg: ExperimentConfig) -> list[str]:
+    """The layer sets TPE chooses between, as '+'-joined strings ('' = no factorisation)."""
+    return ["", "+".join(cfg.fisher.factorise)] if cfg.fisher.factorise else [""]
+
+
+def build_param_space(cfg: ExperimentConfig, n_bits: int) -> dict:
+    space: dict = {}
+    if uses_mask_bits(cfg):
+        space.update({k: tune.choice([0, 1]) for k in bit_keys(n_bits)})
+    space["lr"] = tune.loguniform(cfg.search.lr_min, cfg.search.lr_max)
+    if uses_fisher(cfg):
+        # lambda = 0 must be reachable: a switch plus a log-uniform strength.
+        space["ewc_on"] = tune.choice([0, 1])
+        space["ewc_lambda"] = tune.loguniform(max(cfg.fisher.ewc_lambda_max * 1e-4, 1e-6), max(cfg.fisher.ewc_lambda_max, 1e-5))
+        space["gamma"] = tune.choice(list(cfg.fisher.gamma))
+        space["rank"] = tune.choice(list(cfg.fisher.ranks))
+        space["factorise"] = tune.choice(factorise_choices(cfg))
+    return space
+
+
+def _point(cfg: ExperimentConfig, n_bits: int, bits: Optional[str], lr: float) -> dict:
+    point: dict = {"lr": lr}
+    if uses_mask_bits(cfg) and bits is not None:
+        point.update({k: int(b) for k, b in zip(bit_keys(n_bits), bits)})
+    if uses_fisher(cfg):
+        point.update({"ewc_on": 0, "ewc_lambda": max(cfg.fisher.ewc_lambda_max * 1e-2, 1e-5),
+                      "gamma": cfg.fisher.gamma[0], "rank": cfg.fisher.ranks[0], "factorise": ""})
+    return point
+
+
+def initial_points(cfg: ExperimentConfig, n_bits: int, prior_bits: Optional[list[str]] = None) -> list[dict]:
+    """Points every study evaluates first: the baselines (all ones = fine-tune every group,
+    all zeros = linear probe) at the configured lr, then the Fisher prior's masks."""
+    lr = min(max(cfg.train.lr, cfg.search.lr_min), cfg.search.lr_max)
+    if not uses_mask_bits(cfg):
+        points = [_point(cfg, n_bits, None, lr)]
+        if uses_fisher(cfg):
+            points.append(dict(points[0], ewc_on=1))
+        return points
+    points = [_point(cfg, n_bits, "1" * n_bits, lr), _point(cfg, n_bits, "0" * n_bits, lr)]
+    for bits in prior_bits or []:
+        p = _point(cfg, n_bits, bits, lr)
+        if p not in points:
+            points.append(p)
+    return points
+
+
+def spec_from_trial_config(config: dict, cfg: ExperimentConfig, space_name: str, n_bits: int,
+                           seed: int = 0) -> TrialSpec:
+    """Turn a Tune config (a point of the space) into the inner loop's TrialSpec."""
+    if uses_mask_bits(cfg):
+        bits = "".join(str(int(config[k])) for k in bit_keys(n_bits))
+        mask = f"{space_name}:{bits}"
+    else:
+        mask = "full"
+    spec = TrialSpec(mask=mask, lr=float(config["lr"]), seed=seed)
+    if uses_fisher(cfg):
+        spec.ewc_lambda = float(config["ewc_lambda"]) if int(config.get("ewc_on", 0)) else 0.0
+        spec.gamma = float(config["gamma"])
+        layers = [s for s in str(config.get("factorise", "")).split("+") if s]
+        spec.factorise = layers
+        spec.rank = int(config["rank"]) if layers else 0
+    return spec
