@@ -1,0 +1,143 @@
+"""Bootstrap confidence intervals for subgroup metrics, stratified by group (DESIGN 2.2).
+
+Resampling within each group keeps every group's size fixed, so a small minority group cannot
+vanish from (or be inflated in) a replicate; that would change which groups enter ``min_auc``
+and make the interval describe a different population. With several retrain seeds the same
+resampled indices are applied to every seed's scores, so the interval covers sampling noise of
+the seed-averaged metric rather than mixing in seed-to-seed pairing noise.
+"""
+from __future__ import annotations
+
+import warnings
+from typing import Optional, Sequence, Union
+
+import numpy as np
+
+from fairtune_ray.metrics.subgroup import UndefinedGroupMetricWarning, _compute, _validate
+
+__all__ = ["bootstrap_intervals", "stratified_indices"]
+
+ArrayLike = Union[np.ndarray, Sequence[float]]
+
+
+def stratified_indices(groups: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """One replicate: indices drawn with replacement within each group (group sizes unchanged)."""
+    g = np.asarray(groups)
+    out = np.empty(g.size, dtype=np.int64)
+    for code in np.unique(g):
+        members = np.flatnonzero(g == code)
+        out[members] = members[rng.integers(0, members.size, members.size)]
+    return out
+
+
+class _Strata:
+    """Precomputed group membership so each replicate is a few vectorised draws."""
+
+    def __init__(self, groups: np.ndarray) -> None:
+        self.members = [np.flatnonzero(groups == c) for c in np.unique(groups)]
+
+    def draw(self, rng: np.random.Generator) -> np.ndarray:
+        return np.concatenate([m[rng.integers(0, m.size, m.size)] for m in self.members])
+
+
+def bootstrap_intervals(
+    y_true: ArrayLike,
+    scores: Union[ArrayLike, Sequence[ArrayLike]],
+    groups: ArrayLike,
+    metric_names: list[str],
+    n_boot: int = 500,
+    seed: int = 0,
+    alpha: float = 0.05,
+    group_names: Optional[dict[int, str]] = None,
+    threshold: float = 0.5,
+    positive_is_disease: bool = True,
+) -> dict[str, dict[str, float]]:
+    """Percentile intervals ``{metric: {"point", "lo", "hi", "std"}}`` from a group-stratified bootstrap.
+
+    ``scores`` is one 1-D array or a list of arrays (one per retrain seed, same samples): then each
+    metric is the mean over seeds. ``point`` is that metric on the full sample; replicates where a
+    metric is undefined (NaN) are ignored. Only the work the requested metrics need is done.
+    """
+    if not metric_names:
+        raise ValueError("metric_names is empty")
+    if n_boot < 1:
+        raise ValueError(f"n_boot must be >= 1, got {n_boot}")
+    if not 0.0 < alpha < 1.0:
+        raise ValueError(f"alpha must be in (0, 1), got {alpha}")
+
+    seeds_scores = _as_seed_list(scores)
+    checked = [_validate(y_true, s, groups) for s in seeds_scores]
+    y, _, g = checked[0]
+    ss = [c[1] for c in checked]
+    names = list(metric_names)
+
+    def evaluate(idx: Optional[np.ndarray]) -> np.ndarray:
+        vals = np.empty((len(ss), len(names)))
+        yy, gg = (y, g) if idx is None else (y[idx], g[idx])
+        for k, s in enumerate(ss):
+            m = _compute(yy, s if idx is None else s[idx], gg, group_names, threshold,
+                         positive_is_disease, needed=names, fast=True)
+            if k == 0 and idx is None:
+                unknown = [n for n in names if n not in m]
+                if unknown:
+                    raise ValueError(
+                        f"unknown metric(s) {unknown} for the bootstrap; available: {sorted(m)}"
+                    )
+            vals[k] = [m[n] for n in names]
+        return vals.mean(axis=0)
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", UndefinedGroupMetricWarning)
+        point = evaluate(None)
+        point_msgs = sorted({str(w.message) for w in caught if issubclass(w.category, UndefinedGroupMetricWarning)})
+        caught.clear()
+        rng = np.random.default_rng(seed)
+        strata = _Strata(g)
+        reps = np.empty((n_boot, len(names)))
+        for b in range(n_boot):
+            reps[b] = evaluate(strata.draw(rng))
+        n_rep_warn = sum(1 for w in caught if issubclass(w.category, UndefinedGroupMetricWarning))
+        others = [w for w in caught if not issubclass(w.category, UndefinedGroupMetricWarning)]
+    seen: set[tuple[type, str]] = set()
+    for w in others:  # re-emit (once each) anything unrelated that the recorder swallowed
+        if (w.category, str(w.message)) not in seen:
+            seen.add((w.category, str(w.message)))
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    if point_msgs or n_rep_warn:
+        detail = "; ".join(point_msgs) if point_msgs else "only in some replicates"
+        warnings.warn(
+            f"bootstrap: undefined group metrics ignored as NaN ({detail}; "
+            f"{n_rep_warn} undefined-metric events over {n_boot} replicates)",
+            UndefinedGroupMetricWarning,
+            stacklevel=2,
+        )
+
+    out: dict[str, dict[str, float]] = {}
+    for j, name in enumerate(names):
+        col = reps[:, j]
+        finite = col[np.isfinite(col)]
+        if finite.size:
+            lo, hi = np.percentile(finite, [100 * alpha / 2, 100 * (1 - alpha / 2)])
+            std = float(finite.std(ddof=1)) if finite.size > 1 else 0.0
+        else:
+            lo = hi = std = float("nan")
+        out[name] = {"point": float(point[j]), "lo": float(lo), "hi": float(hi), "std": std,
+                     "n_valid": float(finite.size)}
+    return out
+
+
+def _as_seed_list(scores) -> list[np.ndarray]:
+    """Normalise ``scores`` to a list of 1-D arrays (one per seed)."""
+    if isinstance(scores, (list, tuple)) and len(scores) > 0 and np.ndim(scores[0]) == 1:
+        arrs = [np.asarray(s, dtype=float) for s in scores]
+    else:
+        a = np.asarray(scores, dtype=float)
+        if a.ndim == 2:
+            arrs = list(a)
+        elif a.ndim == 1:
+            arrs = [a]
+        else:
+            raise ValueError(f"scores must be 1-D or a list of 1-D arrays, got shape {a.shape}")
+    if len({a.size for a in arrs}) != 1:
+        raise ValueError(f"every seed's scores must cover the same samples; sizes {[a.size for a in arrs]}")
+    return arrs
