@@ -47,11 +47,16 @@ class DataConfig(_Strict):
 
 
 class MicroConfig(_Strict):
+    """A CPU-sized timm ViT. Average pooling and LayerScale make it trainable from scratch in a few
+    hundred steps (a CLS-token ViT with default init sits on a loss plateau far longer)."""
+
     image_size: int = 32
-    patch_size: int = 4
+    patch_size: int = 8
     width: int = 96
     depth: int = 6
     heads: int = 3
+    global_pool: Literal["avg", "token"] = "avg"
+    layer_scale: Optional[float] = Field(0.1, gt=0)
 
 
 class BackboneConfig(_Strict):
@@ -59,7 +64,7 @@ class BackboneConfig(_Strict):
     pretrained: bool = False
     checkpoint: Optional[str] = None
     micro: MicroConfig = MicroConfig()
-    pretrain_epochs: int = Field(6, ge=1, description="epochs on the synthetic source task for 'micro'")
+    pretrain_epochs: int = Field(10, ge=1, description="epochs on the synthetic source task for 'micro'")
     image_size: Optional[int] = Field(None, description="input size override passed to timm")
 
     @model_validator(mode="after")
@@ -81,6 +86,8 @@ class TrainConfig(_Strict):
     seed: int = 0
     threads: int = Field(0, ge=0, description="torch CPU threads per trial; 0 = from the trial's CPUs")
     lora_rank: int = Field(4, ge=1)
+    select_epoch: Literal["best", "last"] = Field(
+        "best", description="weights evaluated after training: best epoch by the validation objective, or the last")
 
 
 class MaskConfig(_Strict):

@@ -53,8 +53,8 @@ class SplitTensors:
 def split_tensors(data: PackedDataset, split: str, attribute: str) -> SplitTensors:
     part = data.split(split)
     images = torch.from_numpy(np.ascontiguousarray(part.images)).permute(0, 3, 1, 2)
-    return SplitTensors(images, torch.as_tensor(part.manifest["label"].to_numpy(), dtype=torch.long),
-                        torch.as_tensor(part.manifest[attribute].to_numpy(), dtype=torch.long))
+    return SplitTensors(images, torch.tensor(part.manifest["label"].to_numpy(), dtype=torch.long),
+                        torch.tensor(part.manifest[attribute].to_numpy(), dtype=torch.long))
 
 
 class _IndexDataset(Dataset):

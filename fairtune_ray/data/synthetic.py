@@ -8,8 +8,8 @@ correlated with the label; in the minority it is not. High-capacity fine-tuning 
 training set of every group while generalising worse on the minority: the fairness generalisation
 gap of DESIGN 2.4.
 
-Source task (4 classes, for pre-training the micro backbone): smooth round, square, spiky and
-elongated blobs on the same skin tones, balanced across tones, without the artefact.
+Source task (4 classes, for pre-training the micro backbone): round or spiky border times uniform
+or variegated colour, on the same skin tones, balanced across tones, without the artefact.
 """
 from __future__ import annotations
 
@@ -35,7 +35,7 @@ LESION_REL = np.array([0.42, 0.30, 0.24], dtype=np.float32)
 VARIEGATION_REL = np.array([[0.10, 0.08, 0.08], [0.85, 0.25, 0.22], [0.45, 0.50, 0.80]], dtype=np.float32)
 ARTEFACT_RGB = np.array([110, 40, 150], dtype=np.float32) / 255.0  # purple surgical-marker ink
 SUPERSAMPLE = 2
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 
 
 def tone_names(n: int) -> dict[int, str]:
@@ -155,33 +155,32 @@ def generate_target(cfg: SyntheticConfig) -> tuple[pd.DataFrame, np.ndarray, Dat
 
 
 def generate_source(cfg: SyntheticConfig) -> tuple[pd.DataFrame, np.ndarray, DatasetInfo]:
-    """The pre-training task: four blob shapes, balanced over skin tones, no artefact."""
+    """The pre-training task: border shape x colour pattern (4 classes), balanced over tones.
+
+    Different classes from the target, but the same kind of low-level evidence (borders, colour
+    variation), as ImageNet features are for dermoscopy. No artefact.
+    """
     rng = np.random.default_rng(cfg.seed + 1000)
     n, k = cfg.source_samples, cfg.n_skin_tones
     tone = rng.integers(0, k, n)
     cls = rng.integers(0, 4, n)
-    r0 = rng.uniform(0.14, 0.26, n).astype(np.float32)[:, None, None]
+    spiky, varied = cls // 2, cls % 2
+    r0 = rng.uniform(0.2, 0.3, n).astype(np.float32)[:, None, None]
     rot = rng.uniform(0, 2 * np.pi, n).astype(np.float32)[:, None, None]
     spikes = rng.integers(5, 9, n).astype(np.float32)[:, None, None]
-    cls_t = torch.from_numpy(cls)[:, None, None]
+    amp = torch.from_numpy(np.where(spiky == 1, rng.uniform(0.25, 0.4, n), 0.0).astype(np.float32))[:, None, None]
 
     def radius_fn(theta: torch.Tensor) -> torch.Tensor:
-        t = theta + torch.from_numpy(rot)
-        round_ = torch.ones_like(t)
-        square = 1.0 / torch.clamp(torch.maximum(torch.cos(t).abs(), torch.sin(t).abs()), min=0.5) * 0.8
-        spiky = 1.0 + 0.35 * torch.cos(torch.from_numpy(spikes) * t)
-        elong = 1.0 / torch.sqrt(torch.cos(t) ** 2 + (torch.sin(t) * 2.2) ** 2) * 1.5
-        shape = torch.where(cls_t == 0, round_, torch.where(cls_t == 1, square, torch.where(cls_t == 2, spiky, elong)))
-        return torch.from_numpy(r0) * shape
+        return torch.from_numpy(r0) * (1.0 + amp * torch.cos(torch.from_numpy(spikes) * (theta + torch.from_numpy(rot))))
 
     s = cfg.image_size * SUPERSAMPLE
-    variegation = rng.uniform(0, 0.7, n).astype(np.float32)
+    variegation = np.where(varied == 1, rng.uniform(0.6, 0.9, n), rng.uniform(0.0, 0.1, n)).astype(np.float32)
     base = torch.from_numpy(LESION_REL)[None, :, None, None].expand(n, 3, s, s)
     other = torch.from_numpy(VARIEGATION_REL)[torch.from_numpy(rng.integers(0, 3, n))][:, :, None, None]
     field = _smooth_field(rng, n, s, 5)[:, None]
     v = torch.from_numpy(variegation)[:, None, None, None]
     colour = base * (1 - v * field) + other * (v * field)
-    contrast = rng.uniform(0.4, 0.9, n)
+    contrast = rng.uniform(0.55, 0.95, n)
     images = _render(rng, cfg.image_size, _tone_palette(k)[tone], radius_fn, colour, contrast, np.zeros(n, bool))
     manifest = pd.DataFrame({
         "sample_id": np.arange(n, dtype=np.int64),
@@ -192,7 +191,7 @@ def generate_source(cfg: SyntheticConfig) -> tuple[pd.DataFrame, np.ndarray, Dat
     })
     manifest["split"] = assign_splits(manifest, "patient_id", (0.9, 0.1, 0.0), seed=cfg.seed).to_numpy()
     info = DatasetInfo(name="synthetic-source", attributes={"skin_tone": tone_names(k)},
-                       label_names={0: "round", 1: "square", 2: "spiky", 3: "elongated"},
+                       label_names={0: "round_uniform", 1: "round_variegated", 2: "spiky_uniform", 3: "spiky_variegated"},
                        source="fairtune_ray.data.synthetic")
     return manifest, images, info
 

@@ -69,6 +69,9 @@ def create_backbone(cfg: BackboneConfig, num_classes: int = 1, checkpoint: str |
             depth=m.depth,
             num_heads=m.heads,
             num_classes=num_classes,
+            class_token=m.global_pool == "token",
+            global_pool=m.global_pool,
+            init_values=m.layer_scale,
         )
         _set_input_size(model, size, drop_hub=True)
     else:

@@ -177,7 +177,7 @@ def fine_tune(
             on_epoch(epoch, dict(record, best_objective=best_value, best_epoch=best_epoch))
 
     unwrapped = accelerator.unwrap_model(model)
-    if best_state is not None:
+    if best_state is not None and cfg.train.select_epoch == "best":
         unwrapped.load_state_dict(best_state, strict=False)
     result = FitResult(spec, trainable, total, best_epoch, best_val, history)
     for split in final_splits:

@@ -23,7 +23,7 @@ from fairtune_ray.data.loading import BatchTransform, make_loader, split_tensors
 from fairtune_ray.data.synthetic import load_synthetic
 from fairtune_ray.models import backbone_data_config, create_backbone, save_backbone
 
-PRETRAIN_VERSION = 1
+PRETRAIN_VERSION = 2
 
 
 def pretrain_key(cfg: ExperimentConfig) -> str:
@@ -71,11 +71,11 @@ def pretrain_micro(cfg: ExperimentConfig, lr: float = 1e-3) -> tuple[nn.Module, 
     accelerator = Accelerator(cpu=not torch.cuda.is_available())
     model = create_backbone(cfg.backbone, num_classes=n_classes)
     transform = BatchTransform(backbone_data_config(model), augment=True)
-    train = make_loader(split_tensors(data, "train", "skin_tone"), 128, train=True, seed=cfg.train.seed)
+    train = make_loader(split_tensors(data, "train", "skin_tone"), 64, train=True, seed=cfg.train.seed)
     val = make_loader(split_tensors(data, "val", "skin_tone"), 512, train=False)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.05)
     steps = cfg.backbone.pretrain_epochs * len(train)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.15)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.1)
     model, opt, train, val, sched = accelerator.prepare(model, opt, train, val, sched)
     loss_fn = nn.CrossEntropyLoss()
     for _ in range(cfg.backbone.pretrain_epochs):

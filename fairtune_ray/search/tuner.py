@@ -1,0 +1,56 @@
+"""Build the Ray Tune ``Tuner``: HyperOpt TPE in a concurrency limiter, ASHA on the epoch.
+
+Metric and mode are set only in ``TuneConfig`` (searcher and scheduler inherit them).
+"""
+from __future__ import annotations
+
+from typing import Callable, Optional
+
+from ray import tune
+from ray.tune.schedulers import ASHAScheduler
+from ray.tune.search import ConcurrencyLimiter
+from ray.tune.search.hyperopt import HyperOptSearch
+
+from fairtune_ray.config import ExperimentConfig
+from fairtune_ray.metrics import parse_objective
+
+TUNE_METRIC = "objective"
+
+
+def make_searcher(cfg: ExperimentConfig, points: list[dict]) -> ConcurrencyLimiter:
+    """Seeded TPE: the same config and seed propose the same first trials."""
+    searcher = HyperOptSearch(points_to_evaluate=points or None, n_initial_points=cfg.search.n_initial_points,
+                              random_state_seed=cfg.search.seed)
+    return ConcurrencyLimiter(searcher, max_concurrent=cfg.search.max_concurrent)
+
+
+def make_scheduler(cfg: ExperimentConfig) -> ASHAScheduler:
+    return ASHAScheduler(time_attr="epoch", max_t=cfg.train.epochs, grace_period=cfg.search.asha.grace_period,
+                         reduction_factor=cfg.search.asha.reduction_factor)
+
+
+def progress_reporter() -> tune.CLIReporter:
+    return tune.CLIReporter(
+        metric_columns={"epoch": "epoch", TUNE_METRIC: "objective", "val/overall_auc": "val AUC",
+                        "val/min_auc": "worst-grp AUC", "trainable_params": "trainable"},
+        parameter_columns={"lr": "lr"}, max_report_frequency=15, sort_by_metric=True)
+
+
+def build_tuner(cfg: ExperimentConfig, trainable: Callable, param_space: dict, points: list[dict],
+                storage_path: str, name: str, callbacks: Optional[list] = None) -> tune.Tuner:
+    objective = parse_objective(cfg.train.objective)
+    resources = {"cpu": cfg.trial.resources.cpu, "gpu": cfg.trial.resources.gpu}
+    if cfg.trial.workers > 1:
+        # The trial itself only drives a TorchTrainer; its workers hold the real resources.
+        resources = {"cpu": 0.01, "gpu": 0}
+    return tune.Tuner(
+        tune.with_resources(trainable, resources),
+        param_space=param_space,
+        tune_config=tune.TuneConfig(
+            metric=TUNE_METRIC, mode=objective.mode, search_alg=make_searcher(cfg, points),
+            scheduler=make_scheduler(cfg), num_samples=cfg.search.num_samples),
+        run_config=tune.RunConfig(
+            name=name, storage_path=storage_path, callbacks=callbacks or [],
+            failure_config=tune.FailureConfig(max_failures=cfg.search.max_failures),
+            progress_reporter=progress_reporter(), verbose=1),
+    )
