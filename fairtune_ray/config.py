@@ -27,7 +27,7 @@ class SyntheticConfig(_Strict):
     image_size: int = Field(32, ge=16, le=512)
     minority_fraction: float = Field(0.15, gt=0.0, lt=0.5)
     n_skin_tones: int = Field(3, ge=2, le=6)
-    minority_contrast: float = Field(0.45, gt=0.0, le=1.0, description="lesion contrast of the minority tone relative to others")
+    minority_contrast: float = Field(0.7, gt=0.0, le=1.0, description="lesion contrast of the minority tone relative to others")
     artefact_strength: float = Field(0.85, ge=0.5, le=1.0, description="P(artefact | malignant) in the majority groups")
     label_noise: float = Field(0.0, ge=0.0, lt=0.5)
     source_samples: int = Field(4000, ge=100, description="images in the synthetic source (pre-training) task")

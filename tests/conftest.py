@@ -1,0 +1,45 @@
+"""Shared fixtures: a tiny synthetic experiment whose data and pre-trained micro backbone are
+built once per test session (no network, CPU only)."""
+from __future__ import annotations
+
+import os
+
+import pytest
+
+os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+
+TINY = {
+    "data.synthetic.n_samples": 300,
+    "data.synthetic.source_samples": 400,
+    "backbone.pretrain_epochs": 1,
+    "train.epochs": 2,
+    "train.threads": 1,
+    "data.batch_size": 64,
+    "search.num_samples": 4,
+    "search.max_concurrent": 2,
+    "search.n_initial_points": 2,
+    "search.retrain_seeds": 1,
+    "search.bootstrap": 50,
+    "fisher.samples_per_group": 8,
+}
+
+
+@pytest.fixture(scope="session")
+def session_cache(tmp_path_factory) -> str:
+    return str(tmp_path_factory.mktemp("fairtune_cache"))
+
+
+@pytest.fixture
+def tiny_overrides(session_cache, tmp_path) -> dict:
+    """Config overrides for a seconds-long experiment; storage and MLflow in this test's tmp dir."""
+    return {**TINY, "data.cache_dir": session_cache, "search.storage": str(tmp_path / "runs"),
+            "tracking.uri": f"sqlite:///{tmp_path / 'mlruns.db'}"}
+
+
+@pytest.fixture
+def tiny_cfg(tiny_overrides):
+    from fairtune_ray.config import load_config
+
+    return load_config(None, overrides=tiny_overrides)

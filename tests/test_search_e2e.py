@@ -1,0 +1,54 @@
+"""Acceptance for the search: real local Ray, real SQLite MLflow store, ASHA, nested runs."""
+import json
+
+import pytest
+import ray
+from mlflow.tracking import MlflowClient
+
+from fairtune_ray.config import load_config
+from fairtune_ray.search.run import run_search
+
+
+@pytest.fixture
+def ray_local():
+    yield
+    ray.shutdown()
+
+
+@pytest.mark.slow
+def test_search_end_to_end(tiny_overrides, ray_local, tmp_path):
+    cfg = load_config(None, overrides={**tiny_overrides, "search.num_samples": 8, "train.epochs": 3,
+                                       "search.asha.grace_period": 1, "search.asha.reduction_factor": 2,
+                                       "search.n_initial_points": 3})
+    out = run_search(cfg, name="e2e", log=lambda *_: None)
+
+    client = MlflowClient(out.tracking_uri)
+    parent = client.get_run(out.parent_run_id)
+    children = client.search_runs([parent.info.experiment_id],
+                                  filter_string=f"tags.`mlflow.parentRunId` = '{out.parent_run_id}'")
+    assert len(children) == 8
+    assert len({c.data.tags["ray_trial_id"] for c in children}) == 8
+    for child in children:
+        assert ":" in child.data.params["mask"] and child.data.params["space"] == "attn_mlp_norm"
+        assert int(child.data.params["trainable_params"]) > 0
+        history = client.get_metric_history(child.info.run_id, "val/group/dark/auc")
+        assert len(history) >= 1
+        assert child.data.tags["fairtune.status"] in ("completed", "stopped_early")
+    statuses = [c.data.tags["fairtune.status"] for c in children]
+    assert "stopped_early" in statuses, statuses
+    multi_epoch = [c for c in children if len(client.get_metric_history(c.info.run_id, "val/min_auc")) >= 2]
+    assert multi_epoch, "some trial must report metrics at several epochs"
+
+    methods = [r["method"] for r in out.rows]
+    assert methods[0] == "FairTune (selected)" and "Full fine-tuning" in methods and "Linear probe" in methods
+    for row in out.rows:
+        for m in ("overall_auc", "min_auc", "auc_gap", "eodds_diff"):
+            assert row[f"test/{m}_lo"] <= row[f"test/{m}_hi"]
+    saved = json.loads((out.run_dir / "results.json").read_text())
+    assert [r["method"] for r in saved] == methods
+    assert (out.run_dir / "results.csv").exists()
+    finished = client.get_run(out.parent_run_id)
+    assert finished.data.params["selected.mask"] == out.rows[0]["mask"]
+    assert "mlflow.note.content" in finished.data.tags
+    artifacts = {a.path for a in client.list_artifacts(out.parent_run_id)}
+    assert {"results.csv", "results.json", "config.yaml"} <= artifacts

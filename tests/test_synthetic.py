@@ -1,0 +1,44 @@
+import numpy as np
+import pandas as pd
+
+from fairtune_ray.config import SyntheticConfig
+from fairtune_ray.data.manifest import load_packed_dataset, validate_manifest
+from fairtune_ray.data.synthetic import ensure_synthetic, generate_source, generate_target
+
+
+def test_target_is_seeded_and_structured():
+    cfg = SyntheticConfig(n_samples=1500, image_size=32)
+    m1, im1, info = generate_target(cfg)
+    m2, im2, _ = generate_target(cfg)
+    assert np.array_equal(im1, im2) and m1.equals(m2)
+    assert im1.shape == (1500, 32, 32, 3) and im1.dtype == np.uint8
+    validate_manifest(m1, info)
+    minority = cfg.n_skin_tones - 1
+    frac = (m1.skin_tone == minority).mean()
+    assert abs(frac - cfg.minority_fraction) < 0.04
+    # The artefact follows the label in the majority tones only.
+    maj, mino = m1[m1.skin_tone != minority], m1[m1.skin_tone == minority]
+    corr_maj = np.corrcoef(maj.artefact, maj.label)[0, 1]
+    corr_min = np.corrcoef(mino.artefact, mino.label)[0, 1]
+    assert corr_maj > 0.5 and abs(corr_min) < 0.2
+
+
+def test_minority_lesions_have_lower_contrast():
+    cfg = SyntheticConfig(n_samples=800)
+    m, im, _ = generate_target(cfg)
+    centre = im[:, 12:20, 12:20].astype(float).mean((1, 2, 3))
+    corner = im[:, 1:6, 12:20].astype(float).mean((1, 2, 3))
+    rel = (corner - centre) / corner  # relative darkening of the lesion against its skin
+    minority = cfg.n_skin_tones - 1
+    assert rel[m.skin_tone == minority].mean() < 0.8 * rel[m.skin_tone == 0].mean()
+
+
+def test_patient_level_split_and_cache(tmp_path):
+    cfg = SyntheticConfig(n_samples=300, source_samples=200)
+    path = ensure_synthetic(cfg, str(tmp_path))
+    assert ensure_synthetic(cfg, str(tmp_path)) == path  # cached, not regenerated
+    d = load_packed_dataset(path)
+    assert d.manifest.groupby("patient_id").split.nunique().max() == 1
+    assert set(d.manifest.split) == {"train", "val", "test"}
+    src_m, src_im, src_info = generate_source(cfg)
+    assert set(src_m.label) == {0, 1, 2, 3} and len(src_info.label_names) == 4
