@@ -141,6 +141,8 @@ class FisherConfig(_Strict):
     ranks: list[int] = [4, 8]
     factorise: list[str] = ["head"]
     prior_k: list[int] = [1, 2, 3]
+    importance_path: Optional[str] = Field(
+        None, description="set by the search (method fisher/both): the cached importance.pt that trials read I' from")
 
 
 class TrackingConfig(_Strict):

@@ -136,11 +136,16 @@ def run_search(cfg: ExperimentConfig, *, tracking_uri: Optional[str] = None, res
 
     init_ray(cfg, address, num_gpus)
     tracking = {"uri": uri, "parent_run_id": parent, "method": cfg.search.method}
+    # Before the config is dumped for the trials: it sets cfg.fisher.importance_path.
+    prior = fisher_prior(cfg, data, checkpoint, space, client, parent, log) if uses_fisher(cfg) else []
     trainable = tune.with_parameters(run_trial, cfg_dict=cfg.model_dump(), data=data, checkpoint=checkpoint,
                                      space_name=cfg.mask.space, n_bits=n_bits, tracking=tracking)
     status_cb = TrialStatusCallback(cfg.train.epochs)
-    prior = fisher_prior(cfg, data, checkpoint, space, client, parent, log) if uses_fisher(cfg) else []
     points = initial_points(cfg, n_bits, prior)
+    if uses_fisher(cfg):
+        from fairtune_ray.fisher.integration import fisher_seed_points
+
+        points = fisher_seed_points(cfg, n_bits, points)  # a Fisher-only trial for the "Fisher" row
     exp_path = f"{storage.rstrip('/')}/{name}"
     if resume and tune.Tuner.can_restore(exp_path):
         log(f"resuming search from {exp_path}")
@@ -226,7 +231,9 @@ def log_parent_results(client: MlflowClient, parent: str, rows: list[dict], reco
 
 
 def fisher_prior(cfg, data, checkpoint, space, client, parent, log) -> list[str]:
-    """Placeholder-free hook: filled by the Fisher integration (fairtune_ray.fisher.search_prior)."""
+    """Compute (or reuse) the per-group Fisher, log it to the parent run, and return the prior
+    masks; sets ``cfg.fisher.importance_path`` for the trials and retrains
+    (``fairtune_ray.fisher.integration.compute_and_log_prior``)."""
     from fairtune_ray.fisher.integration import compute_and_log_prior
 
     return compute_and_log_prior(cfg, data, checkpoint, space, client, parent, log)

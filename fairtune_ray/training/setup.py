@@ -13,8 +13,36 @@ from fairtune_ray.training.spec import TrialSpec
 
 def build_model(cfg: ExperimentConfig, spec: TrialSpec, checkpoint: Optional[str],
                 data: Optional[PackedDataset] = None) -> tuple[nn.Module, int, Optional[nn.Module]]:
-    """Return (model, trainable-parameter count, optional penalty module)."""
+    """Return (model, trainable-parameter count, optional penalty module).
+
+    Fisher options (DESIGN 2.3), active only when ``spec.uses_fisher``; I' at ``spec.gamma`` is
+    read from ``cfg.fisher.importance_path`` (set by the search):
+
+    * ``rank > 0`` and ``factorise``: those ``nn.Linear`` layers become Fisher-weighted-SVD
+      factors A, B of rank ``rank``; the factors are trainable whatever the mask says (the
+      layer's bias keeps the mask's setting).
+    * ``ewc_lambda > 0``: the penalty ``lambda/2 * sum I' (theta - theta*)^2`` over the
+      trainable parameters that have an importance (frozen ones cannot move; factorised
+      weights no longer exist), with theta* the weights at this point.
+    """
     model = create_backbone(cfg.backbone, num_classes=1, checkpoint=checkpoint)
     trainable = apply_mask(model, Mask.parse(spec.mask), lora_rank=cfg.train.lora_rank)
     penalty = None
+    if not spec.uses_fisher:
+        return model, trainable, penalty
+
+    from fairtune_ray.fisher.integration import load_importance
+
+    importance = load_importance(cfg.fisher.importance_path, spec.gamma)
+    if spec.rank > 0 and spec.factorise:
+        from fairtune_ray.models.lowrank import factorise_linears
+
+        factorise_linears(model, importance, spec.rank, spec.factorise)
+        trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    if spec.ewc_lambda > 0:
+        from fairtune_ray.fisher.penalty import EWCPenalty
+
+        params = {n for n, p in model.named_parameters() if p.requires_grad}
+        penalty = EWCPenalty(model, {n: t for n, t in importance.items() if n in params}, spec.ewc_lambda,
+                             strict=False)
     return model, trainable, penalty
