@@ -22,8 +22,11 @@ def build_model(cfg: ExperimentConfig, spec: TrialSpec, checkpoint: Optional[str
       factors A, B of rank ``rank``; the factors are trainable whatever the mask says (the
       layer's bias keeps the mask's setting).
     * ``ewc_lambda > 0``: the penalty ``lambda/2 * sum I' (theta - theta*)^2`` over the
-      trainable parameters that have an importance (frozen ones cannot move; factorised
-      weights no longer exist), with theta* the weights at this point.
+      trainable backbone parameters that have an importance (frozen ones cannot move;
+      factorised weights no longer exist; the new head's theta* is a random init, so there is
+      nothing to preserve), with theta* the weights at this point. I' sums to 1 over ~10^5-10^8
+      elements, so it is rescaled to mean 1 over the penalised elements: lambda is then the
+      penalty per unit squared displacement of a weight of average importance.
     """
     model = create_backbone(cfg.backbone, num_classes=1, checkpoint=checkpoint)
     trainable = apply_mask(model, Mask.parse(spec.mask), lora_rank=cfg.train.lora_rank)
@@ -42,7 +45,14 @@ def build_model(cfg: ExperimentConfig, spec: TrialSpec, checkpoint: Optional[str
     if spec.ewc_lambda > 0:
         from fairtune_ray.fisher.penalty import EWCPenalty
 
-        params = {n for n, p in model.named_parameters() if p.requires_grad}
-        penalty = EWCPenalty(model, {n: t for n, t in importance.items() if n in params}, spec.ewc_lambda,
-                             strict=False)
+        from fairtune_ray.models import head_param_names
+
+        head = set(head_param_names(model))
+        params = {n for n, p in model.named_parameters() if p.requires_grad and n not in head}
+        selected = {n: t for n, t in importance.items() if n in params}
+        if selected:
+            total = sum(float(t.sum()) for t in selected.values())
+            count = sum(t.numel() for t in selected.values())
+            scale = count / total if total > 0 else 1.0
+            penalty = EWCPenalty(model, {n: t * scale for n, t in selected.items()}, spec.ewc_lambda, strict=False)
     return model, trainable, penalty
