@@ -73,9 +73,16 @@ def cmd_search(args) -> int:
         cfg.search.storage = args.storage
     if args.num_samples:
         cfg.search.num_samples = args.num_samples
-    run_search(cfg, tracking_uri=args.tracking_uri, resume=args.resume, name=args.name, address=args.address,
-               num_gpus=args.num_gpus)
+    out = run_search(cfg, tracking_uri=args.tracking_uri, resume=args.resume, name=args.name, address=args.address,
+                     num_gpus=args.num_gpus)
+    _write_report(out)
     return 0
+
+
+def _write_report(out) -> None:
+    from fairtune_ray.reporting.report import write_report
+
+    print(f"report: {write_report(out.run_dir, tracking_uri=out.tracking_uri)}")
 
 
 def cmd_demo(args) -> int:
@@ -87,13 +94,7 @@ def cmd_demo(args) -> int:
     print(f"fairtune-ray demo: synthetic dermatology data, micro ViT, {cfg.search.num_samples} trials "
           f"({cfg.mask.space} mask space, objective {cfg.train.objective})", flush=True)
     out = run_search(cfg, tracking_uri=args.tracking_uri)
-    try:
-        from fairtune_ray.reporting.report import write_report
-
-        path = write_report(out.run_dir, tracking_uri=out.tracking_uri)
-        print(f"report: {path}")
-    except ImportError:
-        pass
+    _write_report(out)
     print(f"\ndemo finished in {time.perf_counter() - t0:.0f}s. Open the MLflow UI with:\n"
           f"  mlflow ui --backend-store-uri {out.tracking_uri}")
     return 0
