@@ -26,20 +26,7 @@ from fairtune_ray.fisher.stats import STAT_COLUMNS
 from fairtune_ray.training.setup import build_model
 from fairtune_ray.training.spec import TrialSpec
 
-TINY = {
-    "data.synthetic.n_samples": 300,
-    "data.synthetic.source_samples": 400,
-    "backbone.pretrain_epochs": 1,
-    "train.epochs": 2,
-    "train.threads": 1,
-    "data.batch_size": 64,
-    "search.num_samples": 4,
-    "search.max_concurrent": 2,
-    "search.n_initial_points": 2,
-    "search.retrain_seeds": 1,
-    "search.bootstrap": 50,
-    "fisher.samples_per_group": 8,
-}
+from conftest import TINY  # the tiny experiment every slow test shares
 
 
 def _cfg(cache_dir, **extra):

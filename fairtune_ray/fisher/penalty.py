@@ -14,18 +14,9 @@ from collections.abc import Mapping
 import torch
 from torch import Tensor, nn
 
+from fairtune_ray.models.naming import canonical_name
+
 __all__ = ["EWCPenalty", "canonical_name"]
-
-
-def canonical_name(name: str) -> str:
-    """Parameter name without DDP (``module.``) / torch.compile (``_orig_mod.``) prefixes."""
-    changed = True
-    while changed:
-        changed = False
-        for pre in ("module.", "_orig_mod."):
-            if name.startswith(pre):
-                name, changed = name[len(pre) :], True
-    return name
 
 
 def _params_by_canonical_name(model: nn.Module) -> dict[str, nn.Parameter]:

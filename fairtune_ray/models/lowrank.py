@@ -26,6 +26,8 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import Tensor, nn
 
+from fairtune_ray.models.naming import canonical_name
+
 __all__ = [
     "fisher_weighted_svd",
     "LowRankLinear",
@@ -134,16 +136,6 @@ class LowRankLinear(nn.Module):
         return f"in_features={self.in_features}, out_features={self.out_features}, rank={self.rank}, bias={self.bias is not None}"
 
 
-def _strip_wrappers(name: str) -> str:
-    """Drop DDP / torch.compile prefixes so names match an unwrapped model's."""
-    changed = True
-    while changed:
-        changed = False
-        for pre in ("module.", "_orig_mod."):
-            if name.startswith(pre):
-                name, changed = name[len(pre) :], True
-    return name
-
 
 def _valid_targets_msg() -> str:
     return f"valid targets: 'head', {', '.join(repr(k) for k in BLOCK_TARGETS)}, or the full path of an nn.Linear module"
@@ -201,12 +193,12 @@ def factorise_linears(
     either side is tolerated) to I'; a layer without an entry gets plain SVD. Returns the number
     of trainable factor parameters r(m+n) summed over the new layers (biases not included).
     """
-    imp = {_strip_wrappers(k): v for k, v in (importance or {}).items()}
+    imp = {canonical_name(k): v for k, v in (importance or {}).items()}
     total = 0
     for path in resolve_linear_targets(model, targets):
         lin = model.get_submodule(path)
         assert isinstance(lin, nn.Linear)
-        I = imp.get(_strip_wrappers(path) + ".weight")
+        I = imp.get(canonical_name(path) + ".weight")
         new = LowRankLinear.from_linear(lin, I, rank).to(device=lin.weight.device)
         _set_submodule(model, path, new)
         total += new.num_factor_params
