@@ -5,7 +5,7 @@ Same model (micro ViT: img 32, patch 4, width 96, depth 6, heads 3, one logit), 
 the best of 3 timed calls each. Checks that the two agree, prints ONE JSON line, then a short
 markdown table.
 
-    .venv/bin/python benchmarks/bench_fisher.py [--samples-per-group 64] [--chunk-size 32]
+    .venv/bin/python benchmarks/bench_fisher.py [--quick] [--samples-per-group 64] [--chunk-size 32]
 """
 
 from __future__ import annotations
@@ -44,12 +44,16 @@ def _max_rel_err(a: dict, b: dict) -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--samples-per-group", type=int, default=64)
+    ap.add_argument("--quick", action="store_true", help="tiny smoke test (2 x 8 samples, chunks of 8, 1 repeat)")
+    ap.add_argument("--samples-per-group", type=int, default=None)
     ap.add_argument("--groups", type=int, default=2)
-    ap.add_argument("--chunk-size", type=int, default=32)
-    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--chunk-size", type=int, default=None)
+    ap.add_argument("--repeats", type=int, default=None)
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
+    args.samples_per_group = args.samples_per_group or (8 if args.quick else 64)
+    args.chunk_size = args.chunk_size or (8 if args.quick else 32)
+    args.repeats = args.repeats or (1 if args.quick else 3)
 
     import timm
 
@@ -77,6 +81,7 @@ def main() -> None:
     )
     result = {
         "bench": "fisher",
+        "quick": args.quick,
         "vmap_s": round(vmap_s, 4),
         "naive_s": round(naive_s, 4),
         "speedup": round(naive_s / vmap_s, 2),

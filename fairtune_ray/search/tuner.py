@@ -4,10 +4,10 @@ Metric and mode are set only in ``TuneConfig`` (searcher and scheduler inherit t
 """
 from __future__ import annotations
 
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 from ray import tune
-from ray.tune.schedulers import ASHAScheduler
+from ray.tune.schedulers import ASHAScheduler, TrialScheduler
 from ray.tune.search import ConcurrencyLimiter
 from ray.tune.search.hyperopt import HyperOptSearch
 
@@ -37,7 +37,12 @@ def progress_reporter() -> tune.CLIReporter:
 
 
 def build_tuner(cfg: ExperimentConfig, trainable: Callable, param_space: dict, points: list[dict],
-                storage_path: str, name: str, callbacks: Optional[list] = None) -> tune.Tuner:
+                storage_path: str, name: str, callbacks: Optional[list] = None, *,
+                scheduler: Optional[TrialScheduler] = None, stop: Any = None,
+                reuse_actors: bool = False, verbose: int = 1) -> tune.Tuner:
+    """The search's Tuner. ``scheduler`` replaces ASHA (e.g. ``FIFOScheduler()`` for a search that
+    trains every trial to the end), ``stop`` is Tune's stop criterion (e.g. an epoch budget);
+    the benchmarks use both to run a FairTune-style search through the same code."""
     objective = parse_objective(cfg.train.objective)
     resources = {"cpu": cfg.trial.resources.cpu, "gpu": cfg.trial.resources.gpu}
     if cfg.trial.workers > 1:
@@ -48,9 +53,10 @@ def build_tuner(cfg: ExperimentConfig, trainable: Callable, param_space: dict, p
         param_space=param_space,
         tune_config=tune.TuneConfig(
             metric=TUNE_METRIC, mode=objective.mode, search_alg=make_searcher(cfg, points),
-            scheduler=make_scheduler(cfg), num_samples=cfg.search.num_samples),
+            scheduler=scheduler if scheduler is not None else make_scheduler(cfg),
+            num_samples=cfg.search.num_samples, reuse_actors=reuse_actors),
         run_config=tune.RunConfig(
-            name=name, storage_path=storage_path, callbacks=callbacks or [],
+            name=name, storage_path=storage_path, callbacks=callbacks or [], stop=stop,
             failure_config=tune.FailureConfig(max_failures=cfg.search.max_failures),
-            progress_reporter=progress_reporter(), verbose=1),
+            progress_reporter=progress_reporter(), verbose=verbose),
     )

@@ -1,0 +1,94 @@
+"""Helpers shared by the benchmark scripts (not a benchmark itself).
+
+Every script prints exactly ONE JSON line on stdout (starting with ``{"bench":``), then a short
+markdown table. Ray, Tune and MLflow write progress to stdout too, so scripts run their work
+inside :func:`quiet_stdout`, which points file descriptor 1 at stderr until the result is printed.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from typing import Iterator, Sequence
+
+# Before Ray is imported anywhere: the classic Tune output, no per-trial CSV/JSON/TensorBoard
+# loggers (the search does not use them), no log de-duplication.
+os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+os.environ.setdefault("RAY_DISABLE_DOCKER_CPU_WARNING", "1")
+os.environ.setdefault("PYTHONWARNINGS", "ignore")
+
+
+@contextlib.contextmanager
+def quiet_stdout() -> Iterator[None]:
+    """Send everything written to stdout (also by C code and child processes) to stderr."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    os.dup2(2, 1)
+    try:
+        yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
+def emit(result: dict, table: str) -> None:
+    """The one JSON line, a blank line, then the markdown table."""
+    sys.stdout.write(json.dumps(result, default=_json_default) + "\n\n" + table.rstrip() + "\n")
+    sys.stdout.flush()
+
+
+def _json_default(o):
+    try:
+        import numpy as np
+
+        if isinstance(o, np.generic):
+            return o.item()
+    except ImportError:  # pragma: no cover
+        pass
+    return str(o)
+
+
+def env_info(threads: int | None = None) -> dict:
+    import torch
+
+    return {"nproc": os.cpu_count(), "threads": threads if threads is not None else torch.get_num_threads(),
+            "load_avg_1m": round(os.getloadavg()[0], 2), "torch": torch.__version__,
+            "python": platform.python_version()}
+
+
+def mean_sd(values: Sequence[float]) -> tuple[float, float]:
+    vals = [float(v) for v in values if v is not None and v == v]
+    if not vals:
+        return float("nan"), float("nan")
+    return statistics.fmean(vals), (statistics.stdev(vals) if len(vals) > 1 else 0.0)
+
+
+def fmt_ms(values: Sequence[float]) -> str:
+    m, s = mean_sd(values)
+    if m != m:
+        return "n/a"
+    return f"{m:.3f} ± {s:.3f}" if len(values) > 1 else f"{m:.3f}"
+
+
+def init_local_ray(num_cpus: int = 2) -> None:
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False,
+                 configure_logging=True, logging_level="ERROR")
+
+
+class Timer:
+    def __enter__(self):
+        self.t0 = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc):
+        self.s = time.perf_counter() - self.t0

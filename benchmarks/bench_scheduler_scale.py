@@ -1,0 +1,148 @@
+"""Benchmark: the search driver's cost per trial over a simulated study of 1,000 trials.
+
+A 1,000-trial Ray Tune run starts an actor per trial (seconds each on 2 cores, see
+bench_trial_overhead), which would take far longer than the rest of ``make bench``; the
+question here is whether the DRIVER's decisions get slower as the study grows. So the project's
+own searcher and scheduler (``fairtune_ray.search.tuner.make_searcher`` /  ``make_scheduler``:
+seeded HyperOpt TPE in a ConcurrencyLimiter of 2, ASHA on the epoch) are driven directly, with
+the same calls in the same order as Ray Tune's ``TuneController`` makes them (suggest,
+``on_trial_add``, one ``on_trial_result`` per epoch to the scheduler and the searcher, and
+``on_trial_complete`` on a stop), on the default config's search space (mask bits + lr), with a
+made-up objective and no training work. Two trials are in flight at a time, as in the search.
+
+Reported: driver seconds per trial (searcher and scheduler separately) for trials 1-100,
+401-500 and 901-1000 of the study, i.e. "at 100 / 500 / 1000".
+
+    .venv/bin/python benchmarks/bench_scheduler_scale.py [--quick] [--trials 1000]
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import random
+import statistics
+import sys
+import time
+from types import SimpleNamespace
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _common import emit, env_info, quiet_stdout  # noqa: E402
+
+
+def objective(config: dict, epoch: int, rng: random.Random) -> float:
+    bits = sum(v for k, v in config.items() if k.startswith("m"))
+    return -abs(math.log10(config["lr"]) + 3.5) + 0.01 * bits + 0.02 * epoch + rng.gauss(0, 0.02)
+
+
+def simulate(cfg, space: dict, points: list[dict], n_trials: int, seed: int = 0) -> list[dict]:
+    """Drive searcher + scheduler for ``n_trials``; return per-trial driver seconds, in start order."""
+    import numpy as np
+    from ray.tune.schedulers import TrialScheduler
+    from ray.tune.search import Searcher
+
+    from fairtune_ray.search.tuner import TUNE_METRIC, make_scheduler, make_searcher
+
+    np.random.seed(seed)  # ASHA picks brackets with numpy's global RNG
+    rng = random.Random(seed)
+    searcher = make_searcher(cfg, points)
+    searcher.set_search_properties(TUNE_METRIC, "max", space)
+    scheduler = make_scheduler(cfg)
+    scheduler.set_search_properties(TUNE_METRIC, "max")
+    max_t = cfg.train.epochs
+    trials: list[dict] = []
+    running: dict[str, dict] = {}
+    started = done = 0
+    while done < n_trials:
+        while len(running) < cfg.search.max_concurrent and started < n_trials:
+            tid = f"t{started:05d}"
+            t0 = time.perf_counter()
+            config = searcher.suggest(tid)
+            t1 = time.perf_counter()
+            if config is None or config == Searcher.FINISHED:
+                break
+            trial = SimpleNamespace(trial_id=tid, config=config)
+            scheduler.on_trial_add(None, trial)
+            t2 = time.perf_counter()
+            rec = {"trial": trial, "epoch": 0, "search_s": t1 - t0, "sched_s": t2 - t1}
+            running[tid] = rec
+            trials.append(rec)
+            started += 1
+        for tid in list(running):  # every running trial reports its next epoch
+            rec = running[tid]
+            rec["epoch"] += 1
+            result = {"epoch": rec["epoch"], "training_iteration": rec["epoch"], "trial_id": tid,
+                      TUNE_METRIC: objective(rec["trial"].config, rec["epoch"], rng)}
+            t0 = time.perf_counter()
+            decision = scheduler.on_trial_result(None, rec["trial"], result)
+            t1 = time.perf_counter()
+            if decision != TrialScheduler.STOP:
+                searcher.on_trial_result(tid, result)
+            t2 = time.perf_counter()
+            rec["sched_s"] += t1 - t0
+            rec["search_s"] += t2 - t1
+            if decision == TrialScheduler.STOP or rec["epoch"] >= max_t:
+                t0 = time.perf_counter()
+                scheduler.on_trial_complete(None, rec["trial"], result)
+                t1 = time.perf_counter()
+                searcher.on_trial_complete(tid, result)
+                t2 = time.perf_counter()
+                rec["sched_s"] += t1 - t0
+                rec["search_s"] += t2 - t1
+                del running[tid]
+                done += 1
+    return [{"search_s": r["search_s"], "sched_s": r["sched_s"], "epochs": r["epoch"]} for r in trials]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="tiny smoke test (60 trials)")
+    ap.add_argument("--trials", type=int, default=None)
+    ap.add_argument("--epochs", type=int, default=4, help="ASHA max_t (epochs of a full trial)")
+    args = ap.parse_args()
+    n = args.trials or (60 if args.quick else 1000)
+    window = max(1, n // 10)
+    marks = sorted({max(window, round(n * f)) for f in (0.1, 0.5, 1.0)})
+
+    with quiet_stdout():
+        from fairtune_ray.config import load_config
+        from fairtune_ray.search.preflight import preflight
+        from fairtune_ray.search.space import build_param_space, initial_points
+
+        cfg = load_config(None, overrides={"search.num_samples": n, "search.max_concurrent": 2, "train.epochs": args.epochs})
+        n_bits = preflight(cfg).n_bits
+        space, points = build_param_space(cfg, n_bits), initial_points(cfg, n_bits)
+        t0 = time.perf_counter()
+        per_trial = simulate(cfg, space, points, n)
+        total = time.perf_counter() - t0
+
+    def at(mark: int, key: str) -> float:
+        part = per_trial[mark - window: mark]
+        return statistics.fmean(p[key] for p in part)
+
+    rows = [{"at_trial": m, "window": f"{m - window + 1}-{m}", "searcher_ms": 1e3 * at(m, "search_s"),
+             "scheduler_ms": 1e3 * at(m, "sched_s")} for m in marks]
+    for r in rows:
+        r["driver_ms"] = r["searcher_ms"] + r["scheduler_ms"]
+    first, last = rows[0], rows[-1]
+    result = {"bench": "scheduler_scale", "quick": args.quick, "mode": "searcher+scheduler driven directly (no Ray actors)",
+              "trials": n, "search_dims": len(space), "max_concurrent": 2, "asha_max_t": args.epochs,
+              "epochs_trained": sum(p["epochs"] for p in per_trial), "total_s": round(total, 2),
+              "rows": [{k: (round(v, 4) if isinstance(v, float) else v) for k, v in r.items()} for r in rows],
+              "growth_driver_last_vs_first": round(last["driver_ms"] / first["driver_ms"], 2),
+              "growth_scheduler_last_vs_first": round(last["scheduler_ms"] / first["scheduler_ms"], 2),
+              "growth_searcher_last_vs_first": round(last["searcher_ms"] / first["searcher_ms"], 2),
+              **env_info(1)}
+    lines = [f"{n} simulated trials, TPE over {len(space)} dimensions + ASHA (max_t {args.epochs}), 2 in flight; "
+             f"{result['epochs_trained']} epoch reports in all; driver total {total:.1f} s. Searcher and scheduler "
+             "driven directly (no Ray actors).", "",
+             "| trials | searcher (TPE) ms/trial | scheduler (ASHA) ms/trial | driver ms/trial |", "|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['window']} | {r['searcher_ms']:.2f} | {r['scheduler_ms']:.3f} | {r['driver_ms']:.2f} |")
+    lines += ["", f"Growth from the first to the last window: driver {result['growth_driver_last_vs_first']:.1f}x "
+                  f"(TPE {result['growth_searcher_last_vs_first']:.1f}x, ASHA {result['growth_scheduler_last_vs_first']:.1f}x)."]
+    emit(result, "\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,320 @@
+"""Run every benchmark and write benchmarks/RESULTS.md (``make bench``).
+
+Each script runs in its own process (full mode by default; ``--quick`` is passed through), prints
+one JSON line and a markdown table; this collects them with the date, the machine (cores, CPU
+model, RAM, load average before and after each script) and the git commit, adds the notes that
+explain each figure (and, where the project is slower than its reference, why and what would fix
+it), and writes the report. The full run is sized for under 20 minutes on 2 cores.
+
+    .venv/bin/python benchmarks/run_all.py [--quick] [--only fisher,inner_loop] [--out PATH]
+
+With ``--quick`` the report goes to stdout unless ``--out`` is given (RESULTS.md keeps the full run).
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+
+# (key, script, title, question)
+BENCHES = [
+    ("search_efficiency", "bench_search_efficiency.py", "1. Search efficiency (headline)",
+     "At an equal budget of training epochs, does TPE + ASHA + concurrent trials (this project) find as good a "
+     "configuration as a FairTune-style sequential TPE search that trains every trial fully, and how much sooner?"),
+    ("inner_loop", "bench_inner_loop.py", "2. Inner-loop overhead",
+     "Training images per second of the project's `fine_tune` (without and with its per-epoch subgroup evaluation) "
+     "versus a bare PyTorch loop over the same model, data and batch size."),
+    ("fisher", "bench_fisher.py", "3. Fisher: vmap versus a naive loop",
+     "Per-sample, per-group diagonal Fisher with `torch.func` vmap(grad) versus one autograd pass per sample: "
+     "same result, how much faster?"),
+    ("data_path", "bench_data_path.py", "4. Data path",
+     "Per-trial time until the training data are ready: packed Parquet shards and the Ray object store versus "
+     "decoding image files."),
+    ("trial_overhead", "bench_trial_overhead.py", "5. Trial overhead",
+     "Wall time per no-op trial through the project's tuner versus raw Ray Tune (50 trials), and what actor reuse buys."),
+    ("scheduler_scale", "bench_scheduler_scale.py", "6. Scale of the search driver",
+     "Over a simulated 1,000-trial study, does the driver's cost per trial (TPE + ASHA) stay flat?"),
+]
+
+
+def sh(*cmd: str) -> str:
+    try:
+        return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=30).stdout.strip()
+    except Exception:
+        return ""
+
+
+def machine() -> dict:
+    cpu = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        cpu = platform.processor()
+    ram = ""
+    try:
+        kb = int(next(ln for ln in Path("/proc/meminfo").read_text().splitlines() if ln.startswith("MemTotal")).split()[1])
+        ram = f"{kb / 2**20:.1f} GiB"
+    except (OSError, StopIteration, ValueError):
+        pass
+    versions = sh(sys.executable, "-c", "import torch, ray, hyperopt, timm; "
+                  "print(f'torch {torch.__version__}, ray {ray.__version__}, hyperopt {hyperopt.__version__}, timm {timm.__version__}')")
+    commit = sh("git", "rev-parse", "--short", "HEAD")
+    dirty = sh("git", "status", "--porcelain", "--untracked-files=no")
+    return {"date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "nproc": os.cpu_count(),
+            "cpu": cpu or "unknown", "ram": ram or "unknown", "python": platform.python_version(), "versions": versions,
+            "commit": commit + (" (with uncommitted changes)" if dirty else ""), "platform": platform.platform()}
+
+
+def run_bench(key: str, script: str, quick: bool, timeout: int, log_dir: Path) -> dict:
+    cmd = [sys.executable, str(HERE / script)] + (["--quick"] if quick else [])
+    load0 = os.getloadavg()[0]
+    t0 = time.perf_counter()
+    print(f"[run_all] {key}: {' '.join(cmd[1:])} (load {load0:.2f})", file=sys.stderr, flush=True)
+    try:
+        proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=timeout)
+        out, err, rc = proc.stdout, proc.stderr, proc.returncode
+    except subprocess.TimeoutExpired as e:
+        out = e.stdout.decode() if isinstance(e.stdout, bytes) else (e.stdout or "")
+        err = (e.stderr.decode() if isinstance(e.stderr, bytes) else (e.stderr or "")) + f"\n[timeout after {timeout}s]"
+        rc = -1
+    wall = time.perf_counter() - t0
+    (log_dir / f"{key}.stderr.log").write_text(err)
+    data, table = None, ""
+    lines = out.splitlines()
+    for i, line in enumerate(lines):
+        if line.startswith('{"bench"'):
+            try:
+                data = json.loads(line)
+            except json.JSONDecodeError:
+                data = None
+            table = "\n".join(lines[i + 1:]).strip()
+            break
+    print(f"[run_all] {key}: rc={rc} in {wall:.0f}s", file=sys.stderr, flush=True)
+    return {"key": key, "script": script, "rc": rc, "wall_s": wall, "data": data, "table": table,
+            "load_before": load0, "load_after": os.getloadavg()[0], "stderr_tail": err[-3000:]}
+
+
+# ----------------------------------------------------------------------------------------------
+# Notes: what each figure means, and where the project is slower than its reference, why and
+# what would fix it. They are written from the measured numbers, so they stay true on re-runs.
+
+def _m(d: dict, k: str) -> float:
+    v = d.get(k)
+    return v["mean"] if isinstance(v, dict) else v
+
+
+def notes_search_efficiency(d: dict) -> list[str]:
+    n = []
+    frac = d["b_frac_budget_to_reach_a"]
+    n.append("Both searches share the trainable, the TPE seed and the first two points (full fine-tuning and a linear "
+             "probe at the default lr); only the scheduler, the concurrency and the reading of a trial's score differ. "
+             "The validation objective of (b) is the maximum over every epoch of every trial, (a)'s over the last epochs "
+             "only, so (b)'s validation figure is optimistic by construction; the test worst-group AUC of the retrained "
+             "winners is the comparison that counts.")
+    if frac["mean"] is not None:
+        n.append(f"(b) reached (a)'s final best validation objective after {frac['mean']:.0%} of the epoch budget on "
+                 f"average ({frac['reached']} seeds reached it), and ran {_m(d, 'b_trials'):.1f} trials to (a)'s "
+                 f"{_m(d, 'a_trials'):.1f} in the same budget ({_m(d, 'b_stopped_early'):.1f} stopped early by ASHA).")
+    a_s, b_s = _m(d, "a_budget_s"), _m(d, "b_budget_s")
+    if b_s > a_s * 1.05:
+        n.append(f"**Slower in wall time** ({b_s:.0f} s versus {a_s:.0f} s to spend the budget). Why: on this tiny "
+                 "benchmark an epoch takes about a second, while every trial pays a fixed start-up (a new Ray actor "
+                 "process that imports torch/timm/accelerate, builds the model, loads the checkpoint and opens an "
+                 "MLflow child run; see section 5). ASHA turns the same epochs into about twice as many trials, so "
+                 "it pays that start-up twice as often. Fix: reuse trial actors (`reuse_actors=True`, section 5) or "
+                 "keep a warm worker per CPU; on real data, where an epoch takes minutes, the start-up is negligible "
+                 "and the two concurrent trials give close to a 2x wall-time gain.")
+    elif a_s > b_s * 1.05:
+        n.append(f"Wall time to spend the budget: {b_s:.0f} s for (b) versus {a_s:.0f} s for (a) "
+                 f"({a_s / b_s:.2f}x): two 1-core trials in parallel use the 2 cores better than one 2-thread trial "
+                 "of this small model.")
+    ta, tb = _m(d, "a_test_min_auc"), _m(d, "b_test_min_auc")
+    sda, sdb = d["a_test_min_auc"]["sd"], d["b_test_min_auc"]["sd"]
+    if tb < ta - 0.005:
+        n.append(f"**Lower test worst-group AUC for (b)** ({tb:.3f} ± {sdb:.3f} versus {ta:.3f} ± {sda:.3f}). Why: the "
+                 "validation split is small (about 20% of the images, with the minority group about 15% of them), so a "
+                 "worst-group AUC measured on it is noisy; (b) picks the maximum over many more (trial, epoch) "
+                 "readings, so its winner is more often one that was lucky on validation (winner's curse). What would "
+                 "fix it: select on a noise-aware criterion (the lower end of a bootstrap interval, or "
+                 "`search.selection: pareto`), a larger validation split, or retraining the top few trials and "
+                 "choosing on more seeds." + (" The difference is within one standard deviation of the seeds." if
+                                             abs(ta - tb) <= max(sda, sdb) else ""))
+    elif tb > ta + 0.005:
+        n.append(f"Test worst-group AUC of the retrained winner: {tb:.3f} ± {sdb:.3f} for (b) versus {ta:.3f} ± {sda:.3f} "
+                 "for (a).")
+    else:
+        n.append(f"The retrained winners reach the same test worst-group AUC ({tb:.3f} versus {ta:.3f}).")
+    if d.get("plot"):
+        n.append(f"Plot: [`{Path(d['plot']).name}`]({Path(d['plot']).name}) (thin lines: seeds; thick: mean).")
+    return n
+
+
+def notes_inner_loop(d: dict) -> list[str]:
+    n = []
+    r = d["ratio_train_vs_bare"]
+    if r < 0.95:
+        n.append(f"**The project's loop trains at {r:.2f}x the bare loop.** Why: per step it also runs through "
+                 "Accelerate's wrappers (prepared model, optimizer and DataLoader), checks the loss for NaN and reads it "
+                 "with `loss.item()`, steps timm's warm-up + cosine schedule, and takes its batches from a DataLoader "
+                 f"over a per-sample Dataset (the bare loop with that DataLoader runs at {d['ratio_loader_vs_bare']:.2f}x). "
+                 "What would fix it: slice the in-memory uint8 tensors per batch (a batch sampler) instead of collating "
+                 "128 single samples, and accumulate the loss on the device, reading it once per epoch. On a GPU with a "
+                 "ViT-B these per-step costs are a far smaller share of a step.")
+    elif r <= 1.05:
+        n.append(f"Training throughput of the project's loop is within {abs(1 - r):.0%} of the bare loop: the "
+                 "Accelerate wrappers, NaN check, LR schedule and DataLoader cost little next to the forward/backward pass.")
+    else:
+        n.append(f"The project's loop measured {r:.2f}x the bare loop, which can only be noise (it does strictly more "
+                 "work per step): check the load average of this run and re-run on a quiet machine.")
+    n.append(f"Per-epoch evaluation (the whole validation split, every subgroup metric, a copy of the best epoch's "
+             f"trainable weights) costs {d['eval_s_per_epoch']:.3f} s per epoch, {d['eval_fraction_of_epoch']:.0%} of "
+             "an epoch here. It is what lets ASHA stop weak trials after one epoch, so it is kept; with larger training "
+             "sets its share shrinks (the validation split is a fixed fraction, but inference is about 3x cheaper per "
+             "image than a training step).")
+    return n
+
+
+def notes_fisher(d: dict) -> list[str]:
+    if d["speedup"] >= 1:
+        return [f"vmap(grad) computes the same per-group Fisher (max relative error {d['max_rel_err']:.1e}) "
+                f"{d['speedup']:.1f}x faster than one backward pass per sample."]
+    return [f"**vmap is slower here ({d['speedup']:.2f}x).** Why: with chunks of {d['chunk_size']} samples on "
+            f"{d['threads']} CPU threads the batched per-sample gradients do not amortise vmap's overhead. What would fix "
+            "it: larger chunks (`fisher.chunk_size`) or a GPU."]
+
+
+def notes_data_path(d: dict) -> list[str]:
+    n = []
+    for r in d["rows"]:
+        n.append(f"{r['n_images']} images at {r['size']} px: packed shards {r['packed_s'] * 1e3:.0f} ms, object store "
+                 f"{r['objstore_task_s'] * 1e3:.0f} ms, JPEG decoding {r['jpeg_s'] * 1e3:.0f} ms "
+                 f"({r['jpeg_vs_packed']:.0f}x the packed shards), PNG {r['png_s'] * 1e3:.0f} ms.")
+    n.append("Packed shards are read once per trial with one `np.frombuffer` per shard (no per-image work); through "
+             "`tune.with_parameters` a trial gets the same arrays from the node's object store (zero-copy for numpy), "
+             "so a search of N trials pays the Parquet read once, not N times. Decoding files costs per image, every "
+             "trial, and grows with the pixels.")
+    return n
+
+
+def notes_trial_overhead(d: dict) -> list[str]:
+    v = d["variants"]
+    n = []
+    r = d["project_vs_raw"]
+    if r > 1.1:
+        n.append(f"**The project's tuner costs {r:.2f}x raw Ray Tune per trial** ({v['project-reuse0']['per_trial_s']:.2f} s "
+                 f"versus {v['raw-reuse0']['per_trial_s']:.2f} s). The searcher, scheduler and resources are the same; "
+                 "the project adds its CLI progress reporter (verbose 1), a `FailureConfig` (one retry) and the "
+                 "trial-status callback, none of which does per-trial work that should take this long, so check the load "
+                 f"average (before/after in the header) before reading more into it: the runs are sequential and "
+                 "the machine was shared. If it persists on a quiet machine: run the search with `verbose=0` (the "
+                 "reporter refreshes a table of all trials) and profile the driver.")
+    else:
+        n.append(f"The project's tuner costs {r:.2f}x raw Ray Tune per trial: it builds the same searcher and scheduler, "
+                 "and its extras (progress reporter, failure config, trial-status callback) are cheap.")
+    n.append(f"Actor reuse makes a trial {d['reuse_speedup_raw']:.1f}x cheaper on raw Ray Tune and "
+             f"{d['reuse_speedup_project']:.1f}x through the project's tuner: a new trial no longer starts a Python "
+             "process. The search keeps `reuse_actors=False` (the default): every trial starts from a clean process "
+             "(torch threads, memory, the MLflow child run), and on real data a trial lasts minutes, against about a "
+             "second of start-up. `build_tuner(..., reuse_actors=True)` turns it on where trials are short. Batching "
+             "several small trials into one actor would go further but is not implemented.")
+    return n
+
+
+def notes_scheduler_scale(d: dict) -> list[str]:
+    rows = d["rows"]
+    last = rows[-1]
+    n = [f"Mode: {d['mode']}; a Ray run of {d['trials']} trials would start {d['trials']} actors (about "
+         "1-2 s each on 2 cores, section 5) and is not needed to time the driver's decisions."]
+    if d["growth_scheduler_last_vs_first"] < 1.5:
+        n.append(f"ASHA's cost per trial stays flat ({rows[0]['scheduler_ms']:.2f} ms to {last['scheduler_ms']:.2f} ms).")
+    if d["growth_searcher_last_vs_first"] > 1.5:
+        n.append(f"**TPE's cost per trial grows with the study** ({rows[0]['searcher_ms']:.1f} ms for the first "
+                 f"trials, {last['searcher_ms']:.1f} ms at trial {last['at_trial']}). Why: HyperOpt's TPE rebuilds its "
+                 "Parzen estimators from every past trial at each suggestion (O(n) per trial, O(n^2) per study), and "
+                 "its pyll graph evaluation is pure Python. At 1,000 trials this is still small next to a trial's "
+                 "start-up (section 5) and its training, so the driver is not the bottleneck at this scale. What would "
+                 "fix it for much larger studies: fit TPE on a bounded window of recent and best trials, propose "
+                 "several configurations per fit, or use a vectorised TPE (Optuna's, through Ray's `OptunaSearch`).")
+    else:
+        n.append(f"TPE's cost per trial stays flat ({rows[0]['searcher_ms']:.1f} ms to {last['searcher_ms']:.1f} ms).")
+    return n
+
+
+NOTES = {"search_efficiency": notes_search_efficiency, "inner_loop": notes_inner_loop, "fisher": notes_fisher,
+         "data_path": notes_data_path, "trial_overhead": notes_trial_overhead, "scheduler_scale": notes_scheduler_scale}
+
+
+def report(results: list[dict], info: dict, quick: bool, total_s: float) -> str:
+    lines = ["# Benchmark results", "",
+             f"Produced by `make bench` (`.venv/bin/python benchmarks/run_all.py{' --quick' if quick else ''}`), "
+             f"{'QUICK smoke-test settings, not figures to quote' if quick else 'full settings'}.", "",
+             "| | |", "|---|---|",
+             f"| date | {info['date']} |", f"| git commit | `{info['commit']}` |",
+             f"| machine | {info['nproc']} cores ({info['cpu']}), {info['ram']} RAM, no GPU used |",
+             f"| software | Python {info['python']}, {info['versions']} |",
+             f"| total wall time | {total_s / 60:.1f} min |", "",
+             "Load average (1 min) before and after each script — the timings assume a quiet machine; a load above "
+             f"the core count ({info['nproc']}) means other work shared the CPUs and the timings are inflated/noisy:", "",
+             "| script | wall s | load before | load after | status |", "|---|---|---|---|---|"]
+    for r in results:
+        lines.append(f"| `{r['script']}` | {r['wall_s']:.0f} | {r['load_before']:.2f} | {r['load_after']:.2f} | "
+                     f"{'ok' if r['rc'] == 0 and r['data'] else 'FAILED (rc ' + str(r['rc']) + ')'} |")
+    lines.append("")
+    titles = {k: (t, q) for k, _, t, q in BENCHES}
+    for r in results:
+        title, question = titles[r["key"]]
+        lines += [f"## {title}", "", f"*{question}* (`benchmarks/{r['script']}`)", ""]
+        if not r["data"]:
+            lines += ["**Failed**; end of its stderr:", "", "```", r["stderr_tail"].strip()[-2000:], "```", ""]
+            continue
+        lines += [r["table"], ""]
+        try:
+            for note in NOTES[r["key"]](r["data"]):
+                lines.append(f"- {note}")
+        except Exception as err:  # a note must never lose the figures
+            lines.append(f"- (notes unavailable: {type(err).__name__}: {err})")
+        lines += ["", "<details><summary>JSON</summary>", "", "```json", json.dumps(r["data"]), "```", "", "</details>", ""]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="tiny settings for every script (a smoke test)")
+    ap.add_argument("--only", default="", help="comma-separated keys: " + ", ".join(k for k, *_ in BENCHES))
+    ap.add_argument("--out", default=None, help="report path (default benchmarks/RESULTS.md; stdout with --quick)")
+    ap.add_argument("--timeout", type=int, default=1200, help="seconds per script")
+    args = ap.parse_args()
+    only = {k.strip() for k in args.only.split(",") if k.strip()}
+    unknown = only - {k for k, *_ in BENCHES}
+    if unknown:
+        raise SystemExit(f"unknown benchmark(s): {sorted(unknown)}")
+    out = Path(args.out) if args.out else (None if args.quick else HERE / "RESULTS.md")
+    log_dir = REPO / ".fairtune_cache" / "bench_logs"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    info = machine()
+    t0 = time.perf_counter()
+    results = [run_bench(k, s, args.quick, args.timeout, log_dir) for k, s, *_ in BENCHES if not only or k in only]
+    text = report(results, info, args.quick, time.perf_counter() - t0)
+    if out is None:
+        print(text)
+    else:
+        out.write_text(text)
+        print(f"[run_all] wrote {out} in {(time.perf_counter() - t0) / 60:.1f} min; logs in {log_dir}", file=sys.stderr)
+    if any(r["rc"] != 0 or not r["data"] for r in results):
+        raise SystemExit(1)
+
+
+if __name__ == "__main__":
+    main()
