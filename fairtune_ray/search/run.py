@@ -38,6 +38,10 @@ from fairtune_ray.training.spec import TrialSpec
 RUN_INFO = "fairtune_run.json"
 
 
+class SearchInterrupted(RuntimeError):
+    """The Tune run stopped (Ctrl-C / SIGINT) before every trial finished; its state is saved."""
+
+
 @dataclass
 class SearchOutcome:
     name: str
@@ -80,7 +84,8 @@ def init_ray(cfg: ExperimentConfig, address: Optional[str] = None, num_gpus: Opt
     cpus = os.cpu_count() or 2
     if cfg.trial.workers > 1:
         cpus = max(cpus, int(math.ceil(cfg.trial.workers * cfg.trial.resources.cpu + 1)))
-    ray.init(num_cpus=cpus, num_gpus=num_gpus, include_dashboard=False, log_to_driver=True)
+    # Multi-worker trials: Ray Train's placement-group cleaner asks the state API (the dashboard).
+    ray.init(num_cpus=cpus, num_gpus=num_gpus, include_dashboard=cfg.trial.workers > 1, log_to_driver=True)
 
 
 def trial_records(result_grid, cfg: ExperimentConfig, statuses: dict) -> list[dict]:
@@ -120,8 +125,12 @@ def run_search(cfg: ExperimentConfig, *, tracking_uri: Optional[str] = None, res
     data = load_dataset(cfg.data)
     group_names = data.info.attributes[cfg.data.sensitive_attribute]
     checkpoint = resolve_checkpoint(cfg, log=log)
+    if checkpoint and not _is_uri(checkpoint):
+        checkpoint = str(Path(checkpoint).resolve())  # trials run in their own folders (Tune changes the cwd)
 
     previous = json.loads(info_path.read_text()) if resume and info_path.exists() else {}
+    if resume and not previous:  # e.g. a new `ray job submit` working dir: find the parent run by name
+        previous = find_search_parent(uri, cfg.tracking.experiment, name)
     if resume and not previous:
         raise FileNotFoundError(f"--resume: no search named '{name}' in {run_dir.parent} ({RUN_INFO} missing)")
     parent = start_parent_run(uri, cfg.tracking.experiment, name,
@@ -163,6 +172,13 @@ def run_search(cfg: ExperimentConfig, *, tracking_uri: Optional[str] = None, res
         elif tid and res.error is not None and tid not in statuses:
             statuses[tid] = ("failed", str(res.error)[:3000])
     finish_child_runs(uri, parent, statuses)
+    finished = result_grid.num_terminated + result_grid.num_errors
+    if finished < cfg.search.num_samples:  # tune.run returns normally after SIGINT, with its state saved
+        client.set_terminated(parent, "KILLED")
+        msg = (f"search '{name}' interrupted after {finished} of {cfg.search.num_samples} trials; continue it with: "
+               f"fairtune-ray search <config> --resume --name {name} --storage {storage}")
+        log(msg)
+        raise SearchInterrupted(msg)
     records = trial_records(result_grid, cfg, statuses)
     if not records:
         client.set_terminated(parent, "FAILED")
@@ -170,6 +186,13 @@ def run_search(cfg: ExperimentConfig, *, tracking_uri: Optional[str] = None, res
 
     objective = parse_objective(cfg.train.objective)
     full_bits = "1" * n_bits
+    failed = [r for r in records if r["status"] == "failed"]
+    if failed:
+        log(f"{len(failed)} trial(s) failed (see the MLflow tag fairtune.failure); selecting among the others")
+    records_all, records = records, [r for r in records if r["status"] != "failed"]
+    if not records:
+        client.set_terminated(parent, "FAILED")
+        raise RuntimeError(f"every trial failed; see the MLflow child runs (tag fairtune.failure) and {exp_path}")
     baseline = next((r for r in records if uses_mask_bits(cfg) and _bits(r, n_bits) == full_bits), None)
     selected = select_trial(records, cfg.search.selection, objective, baseline=baseline["metrics"] if baseline else None)
     sel_spec = spec_from_trial_config(selected["config"], cfg, cfg.mask.space, n_bits, seed=cfg.train.seed)
@@ -194,12 +217,23 @@ def run_search(cfg: ExperimentConfig, *, tracking_uri: Optional[str] = None, res
     rows = retrain_and_test(cfg, candidates, data_ref, checkpoint, group_names, log=log)
     table = results_table(rows)
     csv_path, json_path = write_results(rows, run_dir)
-    (run_dir / "trials.json").write_text(json.dumps(records, indent=2, default=str))
-    log_parent_results(client, parent, rows, records, selected, sel_spec, table, [csv_path, json_path, run_dir / "trials.json"])
-    outcome = SearchOutcome(name, run_dir, parent, uri, records, selected, rows, statuses)
+    (run_dir / "trials.json").write_text(json.dumps(records_all, indent=2, default=str))
+    log_parent_results(client, parent, rows, records_all, selected, sel_spec, table, [csv_path, json_path, run_dir / "trials.json"])
+    outcome = SearchOutcome(name, run_dir, parent, uri, records_all, selected, rows, statuses)
     log("\n" + table)
     log(f"\nresults: {csv_path}\nMLflow UI: mlflow ui --backend-store-uri {uri}")
     return outcome
+
+
+def find_search_parent(uri: str, experiment: str, name: str) -> dict:
+    """The MLflow parent run of an earlier search with this name (newest first), or {}."""
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name(experiment)
+    if exp is None:
+        return {}
+    runs = client.search_runs([exp.experiment_id], max_results=1, order_by=["attributes.start_time DESC"],
+                              filter_string=f"tags.`fairtune.role` = 'search' and attributes.run_name = '{name}'")
+    return {"parent_run_id": runs[0].info.run_id} if runs else {}
 
 
 def _trial_resources(cfg: ExperimentConfig) -> dict:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import os
 import traceback
+from fnmatch import fnmatch
+from pathlib import Path
 from typing import Optional
 
 import torch
@@ -17,6 +19,8 @@ from fairtune_ray.config import ExperimentConfig
 from fairtune_ray.data.manifest import PackedDataset
 from fairtune_ray.search.space import spec_from_trial_config
 from fairtune_ray.tracking import ChildRunLogger
+
+FAULT_ENV = "FAIRTUNE_FAULT_INJECT"
 
 
 def trial_params(spec, space_name: str, trainable: Optional[int] = None) -> dict:
@@ -34,6 +38,51 @@ def set_trial_threads(cfg: ExperimentConfig) -> None:
     torch.set_num_threads(n)
 
 
+def inject_fault(epoch: int, spec, trial_dir: Optional[str] = None, rank: int = 0) -> None:
+    """TEST-ONLY fault injection, read from $FAIRTUNE_FAULT_INJECT (unset in normal use).
+
+    Rules separated by ';', each ``KIND@epochN[:COND]...``: KIND is ``nan`` (raises the loop's
+    NonFiniteLossError, as a diverged loss does) or ``raise`` (a RuntimeError); it fires at the end
+    of epoch N, before that epoch is reported. Conditions: ``lr>X``, ``lr<X``, ``bits=GLOB`` (the
+    mask bits, fnmatch), ``rank=K`` (Train worker rank), ``once`` (first attempt of the trial only,
+    remembered by a marker file in the trial folder). E.g. ``nan@epoch2:lr>1e-3;raise@epoch1:bits=0*:once``.
+    """
+    rules = os.environ.get(FAULT_ENV, "")
+    for i, rule in enumerate(r.strip() for r in rules.split(";")):
+        if not rule:
+            continue
+        head, *conds = rule.split(":")
+        kind, _, at = head.partition("@")
+        if kind not in ("nan", "raise") or not at.startswith("epoch"):
+            raise ValueError(f"{FAULT_ENV}: cannot parse rule '{rule}' (expected nan|raise@epochN[:cond...])")
+        if int(at[len("epoch"):]) != epoch:
+            continue
+        fire, once = True, False
+        for c in conds:
+            if c == "once":
+                once = True
+            elif c.startswith(("lr>", "lr<")):
+                fire &= spec.lr > float(c[3:]) if c[2] == ">" else spec.lr < float(c[3:])
+            elif c.startswith("bits="):
+                fire &= fnmatch(spec.mask.split(":")[-1], c[5:])
+            elif c.startswith("rank="):
+                fire &= rank == int(c[5:])
+            else:
+                raise ValueError(f"{FAULT_ENV}: unknown condition '{c}' in rule '{rule}'")
+        if not fire:
+            continue
+        if once:
+            marker = Path(trial_dir or ".") / f".fault_injected_{i}"
+            if marker.exists():
+                continue
+            marker.touch()
+        if kind == "nan":
+            from fairtune_ray.training.loop import NonFiniteLossError
+
+            raise NonFiniteLossError(f"training loss became nan at epoch {epoch} (injected by {FAULT_ENV})")
+        raise RuntimeError(f"fault injected by {FAULT_ENV} at epoch {epoch}")
+
+
 def run_trial(config: dict, *, cfg_dict: dict, data: PackedDataset, checkpoint: Optional[str], space_name: str,
               n_bits: int, tracking: Optional[dict] = None) -> None:
     cfg = ExperimentConfig.model_validate(cfg_dict)
@@ -43,15 +92,23 @@ def run_trial(config: dict, *, cfg_dict: dict, data: PackedDataset, checkpoint: 
 
         return run_distributed_trial(cfg, spec, data, checkpoint, space_name, tracking)
     set_trial_threads(cfg)
+    from fairtune_ray.search.distributed import cap_gpu_memory, node_info
     from fairtune_ray.training.loop import fine_tune
+
+    cap_gpu_memory(cfg.trial.resources.gpu)  # fractional GPU: stay within this trial's share
 
     logger = None
     if tracking:
         trial_id = tune.get_context().get_trial_id()
         logger = ChildRunLogger(tracking["uri"], tracking["parent_run_id"], trial_id, spec.short_name(),
                                 trial_params(spec, space_name), tags={"fairtune.method": tracking.get("method", "")})
+        here = node_info()  # set on every attempt: a retried trial may run on another node
+        logger.client.set_tag(logger.run_id, "node", here["node_id"])
+        logger.client.set_tag(logger.run_id, "node_ip", here["node_ip"])
+    trial_dir = tune.get_context().get_trial_dir()
 
     def on_epoch(epoch: int, record: dict) -> None:
+        inject_fault(epoch, spec, trial_dir)
         if logger is not None:
             if epoch == 1:
                 logger.client.log_param(logger.run_id, "trainable_params", record["trainable_params"])

@@ -1,0 +1,249 @@
+"""Multi-worker trials (``trial.workers: N > 1``) and GPU sharing for single-worker trials.
+
+A multi-worker trial is still one Ray Tune function trial, but it only drives: it builds and fits a
+Ray Train (V2) ``TorchTrainer`` with N workers. Every worker runs the same inner loop
+(``training.loop.fine_tune``) under Accelerate, which finds the process group Ray Train set up
+(gloo on CPU, NCCL on GPU) and wraps the model in DDP; validation scores are gathered across
+workers, so every rank sees the same dataset-level metrics. Every rank calls ``ray.train.report``
+each epoch (Train V2 requires all ranks to report); Train's ``TuneReportCallback`` forwards rank
+0's record to Tune, so ASHA sees one result per epoch exactly as for a single-worker trial. Rank 0
+alone writes the epoch metrics to the trial's MLflow child run; the trial function opens and closes
+that run (so a failure of the worker group is still recorded).
+
+Ray Train V2 is the default in Ray >= 2.50 (``RAY_TRAIN_V2_ENABLED`` unset or 1); this module
+refuses to run under V1, whose Tune integration is different.
+"""
+from __future__ import annotations
+
+import threading
+import traceback
+from typing import Optional
+
+import ray
+import torch
+
+from fairtune_ray.config import ExperimentConfig
+from fairtune_ray.data.manifest import PackedDataset
+from fairtune_ray.training.spec import TrialSpec
+
+
+def cap_gpu_memory(gpu_fraction: float) -> bool:
+    """With a fractional GPU (e.g. 0.25 packs 4 trials on one GPU), keep this process within its
+    share of the device's memory. Ray already restricts CUDA_VISIBLE_DEVICES to the assigned GPU, so
+    it is device 0 here. No-op on the CPU or with whole GPUs; returns whether a cap was set."""
+    if not (0 < gpu_fraction < 1) or not torch.cuda.is_available():
+        return False
+    torch.cuda.set_per_process_memory_fraction(float(gpu_fraction), device=0)
+    return True
+
+
+def node_info() -> dict:
+    """Where this process runs: Ray node id (distinct per node even on one machine) and IP."""
+    ctx = ray.get_runtime_context()
+    return {"node_id": ctx.get_node_id(), "node_ip": ray.util.get_node_ip_address()}
+
+
+def _train_storage() -> dict:
+    """Put the Train run's folder inside the Tune trial's folder (same filesystem: local or S3)."""
+    try:
+        from ray.train._internal.session import get_session
+
+        storage = get_session().storage
+        return {"storage_path": f"{storage.trial_fs_path}/train_run",
+                "storage_filesystem": storage.storage_filesystem}
+    except Exception:  # outside a Tune session (direct calls in tests): Ray's default folder
+        return {}
+
+
+@ray.remote(num_cpus=0, max_concurrency=4)
+class PlacementGroupReaper:
+    """Removes a multi-worker trial's worker-group placement group once the trial's actor is gone.
+
+    When Tune stops a trial (ASHA, the last epoch, a failure) it kills the trial actor while
+    ``TorchTrainer.fit`` is still inside; the Train controller and workers die with it, but the
+    workers' placement group belongs to the job and would keep its CPUs/GPUs reserved. Ray Train's
+    own cleaner finds out through the state API, which needs the dashboard and a single Ray instance
+    per machine; this detached helper only watches the trial actor, so it works without either.
+    """
+
+    def __init__(self, owner):
+        self._owner = owner
+        self._pgs: list = []
+        self._done = threading.Event()
+
+    def register(self, pg) -> None:
+        self._pgs.append(pg)
+
+    def stop(self) -> None:
+        self._done.set()
+
+    def watch(self, poll_s: float = 1.0) -> None:
+        from ray.util.placement_group import remove_placement_group
+
+        ref, owner_gone = self._owner.__ray_ready__.remote(), False
+        while not self._done.is_set():
+            ready, _ = ray.wait([ref], timeout=poll_s)
+            if not ready:
+                continue  # the trial actor is busy (Tune's train() waits for the next report)
+            try:
+                ray.get(ref)
+            except ray.exceptions.RayActorError:
+                owner_gone = True
+                break
+            except Exception:
+                pass
+            self._done.wait(poll_s)
+            ref = self._owner.__ray_ready__.remote()
+        if owner_gone:
+            for pg in self._pgs:
+                try:
+                    remove_placement_group(pg)
+                except Exception:  # already removed by the Train controller or Ray's cleaner
+                    pass
+        ray.kill(ray.get_runtime_context().current_actor, no_restart=True)
+
+
+def _reaper_callback(reaper):
+    """A Train controller callback that hands each new worker group's placement group to the reaper."""
+    from ray.train.v2._internal.execution.callback import WorkerGroupCallback
+
+    class RegisterPlacementGroup(WorkerGroupCallback):
+        def __init__(self, reaper_handle):
+            self.reaper = reaper_handle
+
+        def after_worker_group_start(self, worker_group) -> None:
+            pg = worker_group.get_worker_group_state().placement_group_handle.placement_group
+            ray.get(self.reaper.register.remote(pg))
+
+    return RegisterPlacementGroup(reaper)
+
+
+def start_reaper():
+    """A detached reaper on the head node watching the calling (trial) actor; None outside an actor."""
+    me = ray.get_runtime_context().current_actor if ray.get_runtime_context().get_actor_id() else None
+    if me is None:
+        return None
+    reaper = PlacementGroupReaper.options(lifetime="detached", resources={"node:__internal_head__": 0.001},
+                                          scheduling_strategy="DEFAULT").remote(me)  # not in the trial's group
+    reaper.watch.remote()
+    return reaper
+
+
+def scaling_config(cfg: ExperimentConfig):
+    from ray.train import ScalingConfig
+
+    res = cfg.trial.resources
+    per_worker = {"CPU": float(res.cpu)}
+    if res.gpu > 0:
+        per_worker["GPU"] = float(res.gpu)
+    return ScalingConfig(num_workers=cfg.trial.workers, use_gpu=res.gpu > 0, resources_per_worker=per_worker)
+
+
+def run_distributed_trial(cfg: ExperimentConfig, spec: TrialSpec, data: PackedDataset, checkpoint: Optional[str],
+                          space_name: str, tracking: Optional[dict]) -> None:
+    """The Tune function body of a multi-worker trial: fit a TorchTrainer, forward metrics to Tune."""
+    from ray import tune
+    from ray.train import FailureConfig, LoggingConfig, RunConfig
+    from ray.train.torch import TorchConfig, TorchTrainer
+    from ray.train.v2._internal.constants import is_v2_enabled
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    from fairtune_ray.search.trial import trial_params
+    from fairtune_ray.tracking import ChildRunLogger
+
+    if not is_v2_enabled():
+        raise RuntimeError("multi-worker trials need Ray Train V2: unset RAY_TRAIN_V2_ENABLED or set it to 1")
+    ctx = tune.get_context()
+    trial_id = ctx.get_trial_id()
+    logger = None
+    if tracking:
+        logger = ChildRunLogger(tracking["uri"], tracking["parent_run_id"], trial_id, spec.short_name(),
+                                trial_params(spec, space_name), tags={"fairtune.method": tracking.get("method", ""),
+                                                                      "fairtune.workers": str(cfg.trial.workers)})
+        here = node_info()
+        logger.client.set_tag(logger.run_id, "node", here["node_id"])
+        logger.client.set_tag(logger.run_id, "node_ip", here["node_ip"])
+    loop_config = {
+        "cfg": cfg.model_dump(), "spec": spec.to_dict(), "checkpoint": checkpoint,
+        # The trial process owns this copy; workers on any node fetch it from the object store.
+        "data_ref": ray.put(data),
+        "tracking_uri": tracking["uri"] if tracking else None, "run_id": logger.run_id if logger else None,
+        "trial_dir": ctx.get_trial_dir(),
+    }
+    reaper = start_reaper()
+    trainer = TorchTrainer(
+        _worker_loop,
+        train_loop_config=loop_config,
+        torch_config=TorchConfig(backend="nccl" if cfg.trial.resources.gpu > 0 else "gloo"),
+        scaling_config=scaling_config(cfg),
+        # Retries are Tune's job (search.max_failures): a failed worker group fails the trial.
+        run_config=RunConfig(name=f"train_{trial_id}",
+                             callbacks=[TuneReportCallback()] + ([_reaper_callback(reaper)] if reaper else []),
+                             failure_config=FailureConfig(max_failures=0),
+                             logging_config=LoggingConfig(log_level="WARNING"),  # not every report's full dict
+                             **_train_storage()),
+    )
+    try:
+        trainer.fit()
+    except ray.exceptions.RayActorError:
+        # The Train controller lives in this trial's placement group: Tune is tearing the trial down
+        # (ASHA stop, last epoch, or this node is going away). Not a failure of the trial: the
+        # driver records the final status; the reaper frees the workers' placement group.
+        raise
+    except Exception as err:
+        if logger is not None:
+            logger.finish("failed", reason=f"{type(err).__name__}: {err}\n{traceback.format_exc()[-3000:]}")
+        raise
+    if reaper is not None:
+        reaper.stop.remote()  # fit returned: the controller removed its placement group itself
+    if logger is not None:
+        logger.finish("completed")
+
+
+def _quiet_train_reports() -> None:
+    """Ray Train logs every report's whole metrics dict at INFO on a logger named by its file path,
+    which ``LoggingConfig`` does not reach; keep the console readable."""
+    import logging
+
+    try:
+        from ray.train.v2._internal.execution import context as train_context
+
+        logging.getLogger(train_context.__file__).setLevel(logging.WARNING)
+    except Exception:
+        pass
+
+
+def _worker_loop(config: dict) -> None:
+    """Runs on each Ray Train worker: the inner loop under Accelerate, reporting every epoch."""
+    from accelerate import Accelerator
+    from mlflow.tracking import MlflowClient
+
+    from fairtune_ray.search.trial import inject_fault
+    from fairtune_ray.tracking.mlflow_runs import log_metrics
+    from fairtune_ray.training.loop import fine_tune, resolve_mixed_precision
+
+    _quiet_train_reports()
+    cfg = ExperimentConfig.model_validate(config["cfg"])
+    spec = TrialSpec(**config["spec"])
+    torch.set_num_threads(cfg.train.threads or max(1, int(cfg.trial.resources.cpu)))
+    data = ray.get(config["data_ref"])
+    # Ray Train has initialised torch.distributed and set RANK/WORLD_SIZE/LOCAL_RANK/MASTER_*;
+    # Accelerate's state picks that process group up (MULTI_CPU with gloo, MULTI_GPU with NCCL).
+    accelerator = Accelerator(cpu=not torch.cuda.is_available(),
+                              mixed_precision=resolve_mixed_precision(cfg.train.mixed_precision))
+    rank = accelerator.process_index
+    client = MlflowClient(config["tracking_uri"]) if rank == 0 and config.get("run_id") else None
+    here = node_info()
+    if client is not None:
+        client.set_tag(config["run_id"], "rank0_node", here["node_id"])
+
+    def on_epoch(epoch: int, record: dict) -> None:
+        inject_fault(epoch, spec, config.get("trial_dir"), rank=rank)
+        record = dict(record, world_size=accelerator.num_processes)
+        if client is not None:
+            if epoch == 1:
+                client.log_param(config["run_id"], "trainable_params", record["trainable_params"])
+            log_metrics(client, config["run_id"], record, step=epoch)
+        ray.train.report(dict(record, node_id=here["node_id"]))  # every rank: Train V2 syncs on report
+
+    fine_tune(cfg, spec, data, config.get("checkpoint"), on_epoch=on_epoch, final_splits=(), accelerator=accelerator)
