@@ -23,6 +23,7 @@ from fairtune_ray.config import ExperimentConfig
 from fairtune_ray.data.loading import load_dataset
 from fairtune_ray.metrics import parse_objective
 from fairtune_ray.reporting.tables import results_table, write_results
+from fairtune_ray.reporting.report import save_test_scores
 from fairtune_ray.search.callbacks import TrialStatusCallback
 from fairtune_ray.search.preflight import preflight
 from fairtune_ray.search.retrain import Candidate, retrain_and_test
@@ -140,7 +141,9 @@ def run_search(cfg: ExperimentConfig, *, tracking_uri: Optional[str] = None, res
     run_dir.mkdir(parents=True, exist_ok=True)
     info_path.write_text(json.dumps({"name": name, "parent_run_id": parent, "tracking_uri": uri, "storage": storage}))
     client = MlflowClient(uri)
-    client.log_text(parent, yaml.safe_dump(cfg.model_dump(), sort_keys=False), "config.yaml")
+    config_text = yaml.safe_dump(cfg.model_dump(), sort_keys=False)
+    (run_dir / "config.yaml").write_text(config_text)  # the report rebuilds the mask space from it
+    client.log_text(parent, config_text, "config.yaml")
     log(f"MLflow parent run {parent} in {uri}")
 
     init_ray(cfg, address, num_gpus)
@@ -218,7 +221,10 @@ def run_search(cfg: ExperimentConfig, *, tracking_uri: Optional[str] = None, res
     table = results_table(rows)
     csv_path, json_path = write_results(rows, run_dir)
     (run_dir / "trials.json").write_text(json.dumps(records_all, indent=2, default=str))
-    log_parent_results(client, parent, rows, records_all, selected, sel_spec, table, [csv_path, json_path, run_dir / "trials.json"])
+    scores_path = save_test_scores(rows, run_dir / "test_scores.npz", group_names)  # for the report's ROC curves
+    info_path.write_text(json.dumps({**json.loads(info_path.read_text()), "selected_trial_id": selected["trial_id"]}))
+    log_parent_results(client, parent, rows, records_all, selected, sel_spec, table,
+                       [csv_path, json_path, run_dir / "trials.json", scores_path])
     outcome = SearchOutcome(name, run_dir, parent, uri, records_all, selected, rows, statuses)
     log("\n" + table)
     log(f"\nresults: {csv_path}\nMLflow UI: mlflow ui --backend-store-uri {uri}")
