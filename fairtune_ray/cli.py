@@ -169,12 +169,17 @@ def main(argv: Optional[list[str]] = None) -> int:
     from fairtune_ray.config import ConfigError
     from fairtune_ray.data.manifest import DataError
 
+    from fairtune_ray.search.run import SearchInterrupted
+
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
     except (ConfigError, DataError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except SearchInterrupted as err:  # state is saved; the message says how to resume
+        print(f"interrupted: {err}", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":
