@@ -6,10 +6,12 @@ inside :func:`quiet_stdout`, which points file descriptor 1 at stderr until the 
 """
 from __future__ import annotations
 
+import atexit
 import contextlib
 import json
 import os
 import platform
+import shutil
 import statistics
 import sys
 import time
@@ -78,11 +80,34 @@ def fmt_ms(values: Sequence[float]) -> str:
 
 
 def init_local_ray(num_cpus: int = 2) -> None:
+    """A private local Ray instance (own short temp dir, so other Ray users on the machine do not
+    collide with it); one retry, since a loaded machine can make the node's start-up time out."""
+    import tempfile
+
     import ray
 
-    if not ray.is_initialized():
-        ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False,
-                 configure_logging=True, logging_level="ERROR")
+    if ray.is_initialized():
+        return
+    for attempt in (1, 2):
+        temp_dir = tempfile.mkdtemp(prefix="rb", dir="/tmp")  # short: Ray's socket paths have a length limit
+        atexit.register(_remove_ray_dir, temp_dir)
+        try:
+            ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False, configure_logging=True,
+                     logging_level="ERROR", _temp_dir=temp_dir)
+            return
+        except Exception as err:  # noqa: BLE001 - Ray raises a bare Exception on a start-up timeout
+            ray.shutdown()
+            if attempt == 2:
+                raise
+            print(f"ray.init failed ({err}); retrying once", file=sys.stderr)
+            time.sleep(5)
+
+
+def _remove_ray_dir(path: str) -> None:
+    import ray
+
+    ray.shutdown()
+    shutil.rmtree(path, ignore_errors=True)
 
 
 class Timer:

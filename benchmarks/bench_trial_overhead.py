@@ -4,7 +4,8 @@ A no-op trainable reports ``--reports`` epochs (a made-up objective from the con
 so the wall time is Ray Tune's per-trial overhead: proposing a configuration, starting the trial
 actor, result handling, ASHA and the searcher. Variants, each a fresh study of ``--trials``
 trials on the same search space (FairTune mask bits + lr of the default config) with
-``max_concurrent 2`` and 1 CPU per trial, run one after the other in one Ray instance:
+``max_concurrent 2`` and 1 CPU per trial, run one after the other in one Ray instance, in ABBA
+order (raw, project, project + reuse, raw + reuse) so that a drift of the load favours neither side:
 
 * raw Ray Tune: ``HyperOptSearch`` in a ``ConcurrencyLimiter`` + ``ASHAScheduler`` built by hand;
 * the project: ``fairtune_ray.search.tuner.build_tuner`` (same searcher/scheduler settings, plus
@@ -82,7 +83,8 @@ def main() -> None:
         space, points = build_param_space(cfg, n_bits), initial_points(cfg, n_bits)
         trainable = make_noop(args.reports)
         init_local_ray(2)
-        variants = [("raw", False), ("project", False), ("raw", True), ("project", True)]
+        # ABBA order: a slow drift of the machine's load does not favour one side of both pairs.
+        variants = [("raw", False), ("project", False), ("project", True), ("raw", True)]
         for kind, reuse in variants:
             name = f"{kind}-reuse{int(reuse)}"
             if kind == "raw":
@@ -90,11 +92,12 @@ def main() -> None:
             else:
                 tuner = build_tuner(cfg, trainable, space, points, tmp, name, [TrialStatusCallback(args.reports)],
                                     reuse_actors=reuse)
+            load = os.getloadavg()[0]
             t0 = time.perf_counter()
             grid = tuner.fit()
             wall = time.perf_counter() - t0
             results[name] = {"wall_s": round(wall, 2), "per_trial_s": round(wall / trials, 3),
-                             "trials": len(grid), "errors": grid.num_errors}
+                             "trials": len(grid), "errors": grid.num_errors, "load_before": round(load, 2)}
             print(name, results[name], file=sys.stderr)
         ray.shutdown()
 

@@ -17,6 +17,7 @@ import datetime as dt
 import json
 import os
 import platform
+import signal
 import subprocess
 import sys
 import time
@@ -82,15 +83,24 @@ def run_bench(key: str, script: str, quick: bool, timeout: int, log_dir: Path) -
     load0 = os.getloadavg()[0]
     t0 = time.perf_counter()
     print(f"[run_all] {key}: {' '.join(cmd[1:])} (load {load0:.2f})", file=sys.stderr, flush=True)
-    try:
-        proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=timeout)
-        out, err, rc = proc.stdout, proc.stderr, proc.returncode
-    except subprocess.TimeoutExpired as e:
-        out = e.stdout.decode() if isinstance(e.stdout, bytes) else (e.stdout or "")
-        err = (e.stderr.decode() if isinstance(e.stderr, bytes) else (e.stderr or "")) + f"\n[timeout after {timeout}s]"
-        rc = -1
+    log_path = log_dir / f"{key}.stderr.log"  # streamed, so a long run can be followed with tail -f
+    with open(log_path, "w") as log:
+        # Own process group: on a timeout the script's Ray processes are ended with it.
+        proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=log, text=True, start_new_session=True)
+        try:
+            out, _ = proc.communicate(timeout=timeout)
+            rc = proc.returncode
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                out, _ = proc.communicate(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                out, _ = proc.communicate()
+            log.write(f"\n[timeout after {timeout}s]\n")
+            rc = -1
     wall = time.perf_counter() - t0
-    (log_dir / f"{key}.stderr.log").write_text(err)
+    err = log_path.read_text(errors="replace")
     data, table = None, ""
     lines = out.splitlines()
     for i, line in enumerate(lines):
@@ -115,7 +125,7 @@ def _m(d: dict, k: str) -> float:
     return v["mean"] if isinstance(v, dict) else v
 
 
-def notes_search_efficiency(d: dict) -> list[str]:
+def notes_search_efficiency(d: dict, _all: dict) -> list[str]:
     n = []
     frac = d["b_frac_budget_to_reach_a"]
     n.append("Both searches share the trainable, the TPE seed and the first two points (full fine-tuning and a linear "
@@ -128,18 +138,28 @@ def notes_search_efficiency(d: dict) -> list[str]:
                  f"average ({frac['reached']} seeds reached it), and ran {_m(d, 'b_trials'):.1f} trials to (a)'s "
                  f"{_m(d, 'a_trials'):.1f} in the same budget ({_m(d, 'b_stopped_early'):.1f} stopped early by ASHA).")
     a_s, b_s = _m(d, "a_budget_s"), _m(d, "b_budget_s")
+    start_a = _m(d, "a_first_report_s") - _m(d, "a_epoch_s")
+    start_b = _m(d, "b_first_report_s") - _m(d, "b_epoch_s")
+    fixed = (f"A trial's fixed start-up (trial start to first report, less one epoch) is about {start_a:.0f} s in (a) "
+             f"and {start_b:.0f} s in (b) (a new Ray actor process importing torch, timm, accelerate and MLflow, "
+             "building the model, loading the checkpoint, opening its MLflow child run), against "
+             f"{_m(d, 'a_epoch_s'):.1f} s / {_m(d, 'b_epoch_s'):.1f} s per further epoch: at this data size most of "
+             "a trial's time is start-up.")
     if b_s > a_s * 1.05:
-        n.append(f"**Slower in wall time** ({b_s:.0f} s versus {a_s:.0f} s to spend the budget). Why: on this tiny "
-                 "benchmark an epoch takes about a second, while every trial pays a fixed start-up (a new Ray actor "
-                 "process that imports torch/timm/accelerate, builds the model, loads the checkpoint and opens an "
-                 "MLflow child run; see section 5). ASHA turns the same epochs into about twice as many trials, so "
-                 "it pays that start-up twice as often. Fix: reuse trial actors (`reuse_actors=True`, section 5) or "
-                 "keep a warm worker per CPU; on real data, where an epoch takes minutes, the start-up is negligible "
-                 "and the two concurrent trials give close to a 2x wall-time gain.")
+        n.append(f"**Slower in wall time** ({b_s:.0f} s versus {a_s:.0f} s to spend the budget). Why: {fixed} ASHA "
+                 "turns the same epochs into about twice as many trials, so (b) pays the start-up about twice as often, "
+                 "and that outweighs running two trials at once. What would fix it: keep trial processes warm "
+                 "(`build_tuner(..., reuse_actors=True)`, section 5) so a trial starts in a fraction of a second; on "
+                 "real data, where an epoch takes minutes, the start-up is negligible and two concurrent trials give "
+                 "close to 2x.")
     elif a_s > b_s * 1.05:
-        n.append(f"Wall time to spend the budget: {b_s:.0f} s for (b) versus {a_s:.0f} s for (a) "
-                 f"({a_s / b_s:.2f}x): two 1-core trials in parallel use the 2 cores better than one 2-thread trial "
-                 "of this small model.")
+        n.append(f"Wall time to spend the budget: {b_s:.0f} s for (b) versus {a_s:.0f} s for (a) ({a_s / b_s:.2f}x), "
+                 f"although (b) starts about twice as many trials. {fixed} Two 1-thread trials side by side use the "
+                 "2 cores better than one 2-thread trial of this small model, and a 2-thread trial is also the more "
+                 "sensitive to any other load on the machine (its two threads wait for each other when one core is "
+                 "taken), which the spread over seeds of (a)'s wall time reflects.")
+    else:
+        n.append(f"Wall time to spend the budget is about the same ({b_s:.0f} s for (b), {a_s:.0f} s for (a)). {fixed}")
     ta, tb = _m(d, "a_test_min_auc"), _m(d, "b_test_min_auc")
     sda, sdb = d["a_test_min_auc"]["sd"], d["b_test_min_auc"]["sd"]
     if tb < ta - 0.005:
@@ -161,7 +181,7 @@ def notes_search_efficiency(d: dict) -> list[str]:
     return n
 
 
-def notes_inner_loop(d: dict) -> list[str]:
+def notes_inner_loop(d: dict, _all: dict) -> list[str]:
     n = []
     r = d["ratio_train_vs_bare"]
     if r < 0.95:
@@ -186,7 +206,7 @@ def notes_inner_loop(d: dict) -> list[str]:
     return n
 
 
-def notes_fisher(d: dict) -> list[str]:
+def notes_fisher(d: dict, _all: dict) -> list[str]:
     if d["speedup"] >= 1:
         return [f"vmap(grad) computes the same per-group Fisher (max relative error {d['max_rel_err']:.1e}) "
                 f"{d['speedup']:.1f}x faster than one backward pass per sample."]
@@ -195,7 +215,7 @@ def notes_fisher(d: dict) -> list[str]:
             "it: larger chunks (`fisher.chunk_size`) or a GPU."]
 
 
-def notes_data_path(d: dict) -> list[str]:
+def notes_data_path(d: dict, _all: dict) -> list[str]:
     n = []
     for r in d["rows"]:
         n.append(f"{r['n_images']} images at {r['size']} px: packed shards {r['packed_s'] * 1e3:.0f} ms, object store "
@@ -208,7 +228,7 @@ def notes_data_path(d: dict) -> list[str]:
     return n
 
 
-def notes_trial_overhead(d: dict) -> list[str]:
+def notes_trial_overhead(d: dict, all_: dict) -> list[str]:
     v = d["variants"]
     n = []
     r = d["project_vs_raw"]
@@ -226,13 +246,18 @@ def notes_trial_overhead(d: dict) -> list[str]:
     n.append(f"Actor reuse makes a trial {d['reuse_speedup_raw']:.1f}x cheaper on raw Ray Tune and "
              f"{d['reuse_speedup_project']:.1f}x through the project's tuner: a new trial no longer starts a Python "
              "process. The search keeps `reuse_actors=False` (the default): every trial starts from a clean process "
-             "(torch threads, memory, the MLflow child run), and on real data a trial lasts minutes, against about a "
-             "second of start-up. `build_tuner(..., reuse_actors=True)` turns it on where trials are short. Batching "
-             "several small trials into one actor would go further but is not implemented.")
+             "(torch threads, memory, the MLflow child run), and on real data a trial lasts minutes. "
+             "`build_tuner(..., reuse_actors=True)` turns it on where trials are short. Batching several small trials "
+             "into one actor would go further but is not implemented.")
+    se = all_.get("search_efficiency")
+    if se and "b_first_report_s" in se:
+        n.append(f"A no-op trial imports nothing; a real trial of the search (section 1) also imports torch, timm, "
+                 f"accelerate and MLflow and builds its model, so its start-up is about "
+                 f"{_m(se, 'b_first_report_s') - _m(se, 'b_epoch_s'):.0f} s: actor reuse would save that too.")
     return n
 
 
-def notes_scheduler_scale(d: dict) -> list[str]:
+def notes_scheduler_scale(d: dict, _all: dict) -> list[str]:
     rows = d["rows"]
     last = rows[-1]
     n = [f"Mode: {d['mode']}; a Ray run of {d['trials']} trials would start {d['trials']} actors (about "
@@ -281,7 +306,7 @@ def report(results: list[dict], info: dict, quick: bool, total_s: float) -> str:
             continue
         lines += [r["table"], ""]
         try:
-            for note in NOTES[r["key"]](r["data"]):
+            for note in NOTES[r["key"]](r["data"], {x["key"]: x["data"] for x in results if x["data"]}):
                 lines.append(f"- {note}")
         except Exception as err:  # a note must never lose the figures
             lines.append(f"- (notes unavailable: {type(err).__name__}: {err})")
@@ -294,7 +319,7 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="tiny settings for every script (a smoke test)")
     ap.add_argument("--only", default="", help="comma-separated keys: " + ", ".join(k for k, *_ in BENCHES))
     ap.add_argument("--out", default=None, help="report path (default benchmarks/RESULTS.md; stdout with --quick)")
-    ap.add_argument("--timeout", type=int, default=1200, help="seconds per script")
+    ap.add_argument("--timeout", type=int, default=2400, help="seconds per script")
     args = ap.parse_args()
     only = {k.strip() for k in args.only.split(",") if k.strip()}
     unknown = only - {k for k, *_ in BENCHES}
