@@ -35,8 +35,9 @@ How it runs in a search (``fairtune_ray.search.run``):
    so that every trial and retrain receives it through the config, and returns the prior masks.
 4. ``training.setup.build_model`` reads I' for the trial's gamma with ``load_importance``.
 
-Caveat: like the backbone checkpoint, ``importance_path`` is a path on the driver's file system;
-on a multi-node cluster ``data.cache_dir`` must be shared storage.
+Caveat: unlike the backbone checkpoint (shipped through the object store, see
+``models/shipping.py``), ``importance_path`` is a path on the driver's file system; on a
+multi-node cluster with the Fisher method, ``data.cache_dir`` must be shared storage.
 """
 from __future__ import annotations
 
@@ -55,6 +56,8 @@ import numpy as np
 import pandas as pd
 import torch
 from torch import Tensor
+
+from fairtune_ray.models.shipping import CheckpointLike, checkpoint_sha256
 
 __all__ = [
     "FisherResult",
@@ -142,25 +145,14 @@ def _train_subset(cfg, data):
     return subset, rows
 
 
-def _file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while True:
-            block = f.read(chunk)
-            if not block:
-                break
-            h.update(block)
-    return h.hexdigest()
-
-
-def fisher_cache_key(cfg, data, checkpoint: Optional[str], subset=None) -> str:
+def fisher_cache_key(cfg, data, checkpoint: CheckpointLike, subset=None) -> str:
     """sha256 (first 16 hex digits) of what decides the Fisher values."""
     attribute = cfg.data.sensitive_attribute
     if subset is None:
         subset, _ = _train_subset(cfg, data)
     h = hashlib.sha256()
     if checkpoint:
-        weights = {"checkpoint_sha256": _file_sha256(checkpoint)}
+        weights = {"checkpoint_sha256": checkpoint_sha256(checkpoint)}
     else:
         weights = {"backbone": cfg.backbone.name, "pretrained": cfg.backbone.pretrained}
     backbone = cfg.backbone.model_dump(exclude={"checkpoint", "pretrain_epochs"})
@@ -179,7 +171,7 @@ def fisher_cache_dir(cfg, key: str) -> Path:
 
 # --------------------------------------------------------------------------- the computation
 def _fisher_task(cfg_dict: dict, images: Tensor, labels: Tensor, groups: Tensor,
-                 checkpoint: Optional[str]) -> dict:
+                 checkpoint: CheckpointLike) -> dict:
     """Per-group Fisher at theta*; runs as a Ray task or in-process. Returns CPU tensors."""
     from accelerate.utils import set_seed
 
@@ -200,7 +192,7 @@ def _fisher_task(cfg_dict: dict, images: Tensor, labels: Tensor, groups: Tensor,
             "torch_threads": torch.get_num_threads()}
 
 
-def _run_task(cfg, subset, checkpoint: Optional[str], use_ray: bool) -> dict:
+def _run_task(cfg, subset, checkpoint: CheckpointLike, use_ray: bool) -> dict:
     from fairtune_ray.data.loading import split_tensors
 
     split = split_tensors(subset, "train", cfg.data.sensitive_attribute)
@@ -259,7 +251,7 @@ def load_fisher(directory: str | os.PathLike) -> FisherResult:
                         stats=pd.read_parquet(d / STATS_FILE), meta=meta, cached=True)
 
 
-def compute_fisher(cfg, data, checkpoint: Optional[str], *, use_ray: Optional[bool] = None,
+def compute_fisher(cfg, data, checkpoint: CheckpointLike, *, use_ray: Optional[bool] = None,
                    log: Callable[[str], None] = print) -> FisherResult:
     """Per-group Fisher at the pre-trained weights, its neutralised importance and statistics.
 
@@ -301,7 +293,7 @@ def compute_fisher(cfg, data, checkpoint: Optional[str], *, use_ray: Optional[bo
         if g != 0.0:
             per_param = {n: float(t.double().mean()) for n, t in importance[g].items()}
             stats[f"importance_mean_gamma_{g:g}"] = stats["param"].map(per_param)
-    meta = {"key": key, "version": FISHER_VERSION, "attribute": attribute, "checkpoint": checkpoint,
+    meta = {"key": key, "version": FISHER_VERSION, "attribute": attribute, "checkpoint": str(checkpoint) if checkpoint else None,
             "backbone": cfg.backbone.name, "samples_per_group": cfg.fisher.samples_per_group,
             "samples": {str(group_names.get(int(g), g)): int(n) for g, n in counts.items()},
             "gammas": gammas, "seed": cfg.train.seed, "seconds": out["seconds"], "device": out["device"],
@@ -323,8 +315,9 @@ def load_importance(path: Optional[str], gamma: float) -> dict[str, Tensor]:
             "`fairtune-ray fisher <config>` and pass --set fisher.importance_path=<the printed importance.pt>")
     p = Path(path)
     if not p.is_file():
-        raise FisherUnavailableError(f"fisher.importance_path: file '{p}' does not exist "
-                                     "(was the Fisher cache under data.cache_dir deleted?)")
+        raise FisherUnavailableError(f"fisher.importance_path: file '{p}' does not exist on this node "
+                                     "(on a multi-node cluster data.cache_dir must be storage every node sees, "
+                                     "see docs/distributed.md; otherwise, was the Fisher cache deleted?)")
     stored = _load_pt(p)
     for k, v in stored["importance"].items():
         if math.isclose(float(k), float(gamma), rel_tol=1e-9, abs_tol=1e-12):

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from fairtune_ray.config import BackboneConfig
+from fairtune_ray.models.shipping import CheckpointLike, checkpoint_path
 
 log = logging.getLogger(__name__)
 
@@ -45,13 +46,15 @@ def is_resnet(model: nn.Module) -> bool:
 
 
 # --------------------------------------------------------------------------- creation
-def create_backbone(cfg: BackboneConfig, num_classes: int = 1, checkpoint: str | os.PathLike | None = None) -> nn.Module:
+def create_backbone(cfg: BackboneConfig, num_classes: int = 1, checkpoint: CheckpointLike = None) -> nn.Module:
     """Build the configured backbone with a fresh ``num_classes`` head.
 
-    ``checkpoint`` (overrides ``cfg.checkpoint``) loads local weights; a head of a different
-    shape (e.g. from pre-training on the source task) is dropped and keeps its fresh init.
+    ``checkpoint`` (overrides ``cfg.checkpoint``) loads local weights, from a path or from a
+    :class:`~fairtune_ray.models.shipping.ShippedCheckpoint` (fetched to this node on first use);
+    a head of a different shape (e.g. from pre-training on the source task) is dropped and keeps
+    its fresh init.
     """
-    ckpt = checkpoint if checkpoint is not None else cfg.checkpoint
+    ckpt = checkpoint_path(checkpoint if checkpoint is not None else cfg.checkpoint)
     if cfg.name == "micro":
         if cfg.pretrained and ckpt is None:
             raise ValueError(

@@ -24,6 +24,7 @@ import torch
 
 from fairtune_ray.config import ExperimentConfig
 from fairtune_ray.data.manifest import PackedDataset
+from fairtune_ray.models.shipping import CheckpointLike
 from fairtune_ray.training.spec import TrialSpec
 
 
@@ -139,7 +140,7 @@ def scaling_config(cfg: ExperimentConfig):
     return ScalingConfig(num_workers=cfg.trial.workers, use_gpu=res.gpu > 0, resources_per_worker=per_worker)
 
 
-def run_distributed_trial(cfg: ExperimentConfig, spec: TrialSpec, data: PackedDataset, checkpoint: Optional[str],
+def run_distributed_trial(cfg: ExperimentConfig, spec: TrialSpec, data: PackedDataset, checkpoint: CheckpointLike,
                           space_name: str, tracking: Optional[dict]) -> None:
     """The Tune function body of a multi-worker trial: fit a TorchTrainer, forward metrics to Tune."""
     from ray import tune

@@ -22,6 +22,7 @@ from ray import tune
 from fairtune_ray.config import ExperimentConfig
 from fairtune_ray.data.loading import load_dataset
 from fairtune_ray.metrics import parse_objective
+from fairtune_ray.models.shipping import ship_checkpoint
 from fairtune_ray.reporting.tables import results_table, write_results
 from fairtune_ray.reporting.report import save_test_scores
 from fairtune_ray.search.callbacks import TrialStatusCallback
@@ -147,6 +148,8 @@ def run_search(cfg: ExperimentConfig, *, tracking_uri: Optional[str] = None, res
     log(f"MLflow parent run {parent} in {uri}")
 
     init_ray(cfg, address, num_gpus)
+    # Trials, retrains and the Fisher task may run on nodes without the driver's file.
+    checkpoint = ship_checkpoint(checkpoint)
     tracking = {"uri": uri, "parent_run_id": parent, "method": cfg.search.method}
     # Before the config is dumped for the trials: it sets cfg.fisher.importance_path.
     prior = fisher_prior(cfg, data, checkpoint, space, client, parent, log) if uses_fisher(cfg) else []
@@ -164,7 +167,8 @@ def run_search(cfg: ExperimentConfig, *, tracking_uri: Optional[str] = None, res
         tuner = tune.Tuner.restore(exp_path, trainable=tune.with_resources(trainable, _trial_resources(cfg)),
                                    resume_unfinished=True, resume_errored=True)
     else:
-        tuner = build_tuner(cfg, trainable, build_param_space(cfg, n_bits), points, storage, name, [status_cb])
+        tuner = build_tuner(cfg, trainable, build_param_space(cfg, n_bits), points, storage, name, [status_cb],
+                            reuse_actors=cfg.search.reuse_actors)
     result_grid = tuner.fit()
     statuses = dict(status_cb.statuses)
     for res in result_grid:  # trials finished before a resume are not seen by this run's callback

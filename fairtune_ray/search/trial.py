@@ -17,6 +17,7 @@ from ray import tune
 
 from fairtune_ray.config import ExperimentConfig
 from fairtune_ray.data.manifest import PackedDataset
+from fairtune_ray.models.shipping import CheckpointLike
 from fairtune_ray.search.space import spec_from_trial_config
 from fairtune_ray.tracking import ChildRunLogger
 
@@ -83,7 +84,7 @@ def inject_fault(epoch: int, spec, trial_dir: Optional[str] = None, rank: int = 
         raise RuntimeError(f"fault injected by {FAULT_ENV} at epoch {epoch}")
 
 
-def run_trial(config: dict, *, cfg_dict: dict, data: PackedDataset, checkpoint: Optional[str], space_name: str,
+def run_trial(config: dict, *, cfg_dict: dict, data: PackedDataset, checkpoint: CheckpointLike, space_name: str,
               n_bits: int, tracking: Optional[dict] = None) -> None:
     cfg = ExperimentConfig.model_validate(cfg_dict)
     spec = spec_from_trial_config(config, cfg, space_name, n_bits, seed=cfg.train.seed)

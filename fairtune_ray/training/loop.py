@@ -7,7 +7,6 @@ to ``on_epoch``, through which the search reports to Ray Tune so ASHA can stop w
 """
 from __future__ import annotations
 
-import copy
 import math
 import time
 from dataclasses import dataclass, field
@@ -20,9 +19,10 @@ from accelerate import Accelerator
 from accelerate.utils import set_seed
 
 from fairtune_ray.config import ExperimentConfig
-from fairtune_ray.data.loading import BatchTransform, SplitTensors, make_loader, split_tensors
+from fairtune_ray.data.loading import BatchTransform, make_loader, split_tensors
 from fairtune_ray.data.manifest import PackedDataset
 from fairtune_ray.metrics import compute_metrics, parse_objective
+from fairtune_ray.models.shipping import CheckpointLike
 from fairtune_ray.training.setup import build_model
 from fairtune_ray.training.spec import TrialSpec
 
@@ -83,7 +83,7 @@ def fine_tune(
     cfg: ExperimentConfig,
     spec: TrialSpec,
     data: PackedDataset,
-    checkpoint: Optional[str] = None,
+    checkpoint: CheckpointLike = None,
     on_epoch: Optional[EpochCallback] = None,
     final_splits: tuple[str, ...] = ("test",),
     accelerator: Optional[Accelerator] = None,

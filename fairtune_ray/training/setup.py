@@ -8,10 +8,11 @@ import torch.nn as nn
 from fairtune_ray.config import ExperimentConfig
 from fairtune_ray.data.manifest import PackedDataset
 from fairtune_ray.models import Mask, apply_mask, create_backbone
+from fairtune_ray.models.shipping import CheckpointLike
 from fairtune_ray.training.spec import TrialSpec
 
 
-def build_model(cfg: ExperimentConfig, spec: TrialSpec, checkpoint: Optional[str],
+def build_model(cfg: ExperimentConfig, spec: TrialSpec, checkpoint: CheckpointLike,
                 data: Optional[PackedDataset] = None) -> tuple[nn.Module, int, Optional[nn.Module]]:
     """Return (model, trainable-parameter count, optional penalty module).
 

@@ -1,0 +1,98 @@
+"""Carry a local backbone checkpoint to every Ray node through the object store.
+
+Why: the driver resolves the checkpoint to a path on *its* disk (e.g. the cached micro backbone,
+or a user's fine-tuned weights). On a cluster, trials, retrains and the Fisher task run on other
+nodes where that path does not exist. Instead of asking users to ``file_mounts`` the file, the
+driver puts its bytes into Ray's object store once; each node writes them to a node-local cache
+file (named by the SHA-256, written atomically) the first time a process there needs it, so a
+node fetches the bytes once however many trials it runs.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional, Union
+
+CACHE_DIR_ENV = "FAIRTUNE_CHECKPOINT_CACHE"
+"""Overrides the node-local folder the shipped checkpoints are written to."""
+
+
+def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(chunk), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+@dataclass(frozen=True)
+class ShippedCheckpoint:
+    """A checkpoint file's bytes in the object store (``ref``), with its origin and digest.
+
+    Pickles as a small handle: the bytes travel only when a node has no copy yet.
+    """
+
+    origin: str
+    sha256: str
+    ref: Any  # ray.ObjectRef of the file's bytes
+
+    def __str__(self) -> str:  # messages and MLflow params show where the weights came from
+        return self.origin
+
+    def local_path(self, cache_dir: str | os.PathLike | None = None) -> str:
+        """The checkpoint as a file on this node (fetched and written on first use)."""
+        root = Path(cache_dir or os.environ.get(CACHE_DIR_ENV) or Path(tempfile.gettempdir()) / "fairtune_checkpoints")
+        target = root / self.sha256[:32] / Path(self.origin).name
+        if target.is_file():
+            return str(target)
+        import ray
+
+        data = ray.get(self.ref)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            os.replace(tmp, target)  # concurrent writers on one node: the last rename wins, same bytes
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+        return str(target)
+
+
+CheckpointLike = Union[str, os.PathLike, ShippedCheckpoint, None]
+
+
+def ship_checkpoint(path: CheckpointLike) -> CheckpointLike:
+    """Put a local checkpoint file into the object store (Ray must be initialised).
+
+    URIs, ``None`` and already-shipped checkpoints are returned unchanged.
+    """
+    if path is None or isinstance(path, ShippedCheckpoint):
+        return path
+    p = Path(path).expanduser()
+    if not p.is_file():
+        return path  # not a local file (a URI, or missing: loading reports it with the path)
+    import ray
+
+    p = p.resolve()
+    return ShippedCheckpoint(origin=str(p), sha256=file_sha256(p), ref=ray.put(p.read_bytes()))
+
+
+def checkpoint_path(checkpoint: CheckpointLike) -> Optional[str]:
+    """A path to load on this node, whether ``checkpoint`` is a path or a shipped checkpoint."""
+    if checkpoint is None:
+        return None
+    if isinstance(checkpoint, ShippedCheckpoint):
+        return checkpoint.local_path()
+    return os.fspath(checkpoint)
+
+
+def checkpoint_sha256(checkpoint: CheckpointLike) -> str:
+    """The weights' digest (cache keys), without fetching a shipped checkpoint's bytes."""
+    if isinstance(checkpoint, ShippedCheckpoint):
+        return checkpoint.sha256
+    return file_sha256(checkpoint)
