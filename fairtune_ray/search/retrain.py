@@ -8,7 +8,6 @@ metric (the same resampled test indices for every seed).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
 
 import numpy as np
 import ray
@@ -16,6 +15,7 @@ import ray
 from fairtune_ray.config import ExperimentConfig
 from fairtune_ray.data.manifest import PackedDataset
 from fairtune_ray.metrics import bootstrap_intervals
+from fairtune_ray.models.shipping import CheckpointLike
 from fairtune_ray.training.spec import TrialSpec
 
 TABLE_METRICS = ("overall_auc", "min_auc", "auc_gap", "eodds_diff")
@@ -27,13 +27,15 @@ class Candidate:
     spec: TrialSpec
 
 
-def _retrain(cfg_dict: dict, spec: TrialSpec, data: PackedDataset, checkpoint: Optional[str]) -> dict:
+def _retrain(cfg_dict: dict, spec: TrialSpec, data: PackedDataset, checkpoint: CheckpointLike) -> dict:
     from fairtune_ray.config import ExperimentConfig
+    from fairtune_ray.search.distributed import cap_gpu_memory
     from fairtune_ray.search.trial import set_trial_threads
     from fairtune_ray.training.loop import fine_tune
 
     cfg = ExperimentConfig.model_validate(cfg_dict)
     set_trial_threads(cfg)
+    cap_gpu_memory(cfg.trial.resources.gpu)  # retrains share GPUs like trials: stay within the share
     fit = fine_tune(cfg, spec, data, checkpoint, final_splits=("test",))
     test = fit.scores["test"]
     return {"labels": test.labels, "scores": test.scores, "groups": test.groups, "trainable": fit.trainable_params,
@@ -41,7 +43,7 @@ def _retrain(cfg_dict: dict, spec: TrialSpec, data: PackedDataset, checkpoint: O
             "seconds": fit.seconds, "test_metrics": fit.final["test"]}
 
 
-def retrain_and_test(cfg: ExperimentConfig, candidates: list[Candidate], data_ref, checkpoint: Optional[str],
+def retrain_and_test(cfg: ExperimentConfig, candidates: list[Candidate], data_ref, checkpoint: CheckpointLike,
                      group_names: dict[int, str], log=print) -> list[dict]:
     """Run every candidate x seed as a Ray task; return one results-table row per candidate."""
     remote = ray.remote(num_cpus=cfg.trial.resources.cpu, num_gpus=cfg.trial.resources.gpu, max_retries=1)(_retrain)
