@@ -19,7 +19,9 @@ def ray_local():
 def test_search_end_to_end(tiny_overrides, ray_local, tmp_path):
     cfg = load_config(None, overrides={**tiny_overrides, "search.num_samples": 8, "train.epochs": 3,
                                        "search.asha.grace_period": 1, "search.asha.reduction_factor": 2,
-                                       "search.n_initial_points": 3})
+                                       "search.n_initial_points": 3,
+                                       # warm trial processes; the other end-to-end tests use fresh ones
+                                       "search.reuse_actors": True})
     out = run_search(cfg, name="e2e", log=lambda *_: None)
 
     client = MlflowClient(out.tracking_uri)
