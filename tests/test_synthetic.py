@@ -1,5 +1,4 @@
 import numpy as np
-import pandas as pd
 
 from fairtune_ray.config import SyntheticConfig
 from fairtune_ray.data.manifest import load_packed_dataset, validate_manifest

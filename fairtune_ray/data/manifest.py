@@ -255,11 +255,10 @@ def load_packed_dataset(uri: str) -> PackedDataset:
     files = sorted(fi.path for fi in fs.get_file_info(selector) if fi.path.endswith(".parquet"))
     if not files:
         raise DataError(f"'{uri}/{SHARD_DIR}' holds no packed image shards")
-    ids, chunks, shape = [], [], None
+    ids, chunks = [], []
     for file in files:
         t = pq.read_table(file, filesystem=fs)
         h, w, c = (t.column(k)[0].as_py() for k in ("height", "width", "channels"))
-        shape = (h, w, c)
         raw = t.column("image").combine_chunks()
         # Binary values are contiguous in the data buffer: one frombuffer, no per-row copies.
         offsets = np.frombuffer(raw.buffers()[1], dtype=np.int32)[raw.offset: raw.offset + len(raw) + 1]

@@ -76,7 +76,6 @@ def expected_calibration_error(y_true: np.ndarray, scores: np.ndarray, n_bins: i
         return float("nan")
     idx = np.minimum((s * n_bins).astype(np.int64), n_bins - 1)
     idx = np.maximum(idx, 0)
-    counts = np.bincount(idx, minlength=n_bins)
     sum_y = np.bincount(idx, weights=y, minlength=n_bins)
     sum_s = np.bincount(idx, weights=s, minlength=n_bins)
     # |mean_y - mean_s| * n_b / n == |sum_y - sum_s| / n, which avoids 0/0 on empty bins

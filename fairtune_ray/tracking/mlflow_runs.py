@@ -7,15 +7,13 @@ marks each child's final status (completed, stopped early by ASHA, failed) when 
 """
 from __future__ import annotations
 
-import json
-import math
 import os
 import re
 import time
 from pathlib import Path
-from typing import Iterable, Optional
+from typing import Optional
 
-from mlflow.entities import Metric, Param, RunTag
+from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 
 DEFAULT_TRACKING_URI = "sqlite:///mlruns.db"
