@@ -117,3 +117,19 @@ class Timer:
 
     def __exit__(self, *exc):
         self.s = time.perf_counter() - self.t0
+
+
+def make_noop(reports: int):
+    """A trainable that does no work: reports ``reports`` epochs of a made-up objective computed
+    from the configuration (mask bits and lr), so that TPE and ASHA have something to rank."""
+    import math
+
+    from ray import tune
+
+    def noop_trial(config: dict) -> None:
+        bits = sum(v for k, v in config.items() if k.startswith("m"))
+        base = -abs(math.log10(config["lr"]) + 3.5) + 0.01 * bits
+        for epoch in range(1, reports + 1):
+            tune.report({"epoch": epoch, "objective": base + 0.01 * epoch})
+
+    return noop_trial

@@ -14,7 +14,7 @@ one warm-up call each, then ``--repeats`` interleaved calls each; the median is 
   epoch's trainable weights and the ``on_epoch`` callback. The difference is reported as the
   evaluation cost per epoch.
 
-    .venv/bin/python benchmarks/bench_inner_loop.py [--quick] [--repeats 3] [--epochs 3] [--threads 2]
+    .venv/bin/python benchmarks/bench_inner_loop.py [--quick] [--repeats 5] [--epochs 3] [--threads 2]
 """
 from __future__ import annotations
 
@@ -110,7 +110,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--cache-dir", default=str(REPO / ".fairtune_cache"))
     args = ap.parse_args()
-    repeats = args.repeats or (1 if args.quick else 3)
+    repeats = args.repeats or (1 if args.quick else 5)
     epochs = max(2, args.epochs or (2 if args.quick else 3))
     n_samples = args.n_samples or (300 if args.quick else 2000)
 

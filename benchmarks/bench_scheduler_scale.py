@@ -1,19 +1,22 @@
-"""Benchmark: the search driver's cost per trial over a simulated study of 1,000 trials.
+"""Benchmark: the search driver's cost per trial over a study of 1,000 trials with no work.
 
-A 1,000-trial Ray Tune run starts an actor per trial (seconds each on 2 cores, see
-bench_trial_overhead), which would take far longer than the rest of ``make bench``; the
-question here is whether the DRIVER's decisions get slower as the study grows. So the project's
-own searcher and scheduler (``fairtune_ray.search.tuner.make_searcher`` /  ``make_scheduler``:
-seeded HyperOpt TPE in a ConcurrencyLimiter of 2, ASHA on the epoch) are driven directly, with
-the same calls in the same order as Ray Tune's ``TuneController`` makes them (suggest,
-``on_trial_add``, one ``on_trial_result`` per epoch to the scheduler and the searcher, and
-``on_trial_complete`` on a stop), on the default config's search space (mask bits + lr), with a
-made-up objective and no training work. Two trials are in flight at a time, as in the search.
+Two views of the same question, whether the driver gets slower per trial as the study grows:
 
-Reported: driver seconds per trial (searcher and scheduler separately) for trials 1-100,
-401-500 and 901-1000 of the study, i.e. "at 100 / 500 / 1000".
+1. Simulated: the project's own searcher and scheduler (``fairtune_ray.search.tuner.make_searcher``
+   / ``make_scheduler``: seeded HyperOpt TPE in a ConcurrencyLimiter of 2, ASHA on the epoch) are
+   driven directly, with the same calls in the same order as Ray Tune's ``TuneController`` makes
+   them (suggest, ``on_trial_add``, one ``on_trial_result`` per epoch to the scheduler and the
+   searcher, ``on_trial_complete`` on a stop), on the default config's search space (mask bits +
+   lr), with a made-up objective. This times TPE and ASHA separately, without Ray's noise.
+2. Ray: the same study through the project's ``build_tuner`` on a local Ray instance, with a
+   no-op trainable and ``reuse_actors=True`` (a new process per trial would cost about 1.5 s on 2
+   cores, see bench_trial_overhead, and hide the driver). This adds what the simulation leaves
+   out: Tune's controller, result handling, the trial-status callback and Tune's experiment-state
+   snapshots. Seconds per trial are read from the trials' start times.
 
-    .venv/bin/python benchmarks/bench_scheduler_scale.py [--quick] [--trials 1000]
+Reported for trials 1-100, 401-500 and 901-1000 of the study, i.e. "at 100 / 500 / 1000".
+
+    .venv/bin/python benchmarks/bench_scheduler_scale.py [--quick] [--trials 1000] [--no-ray]
 """
 from __future__ import annotations
 
@@ -27,7 +30,7 @@ import time
 from types import SimpleNamespace
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import emit, env_info, quiet_stdout  # noqa: E402
+from _common import emit, env_info, init_local_ray, make_noop, quiet_stdout  # noqa: E402
 
 
 def objective(config: dict, epoch: int, rng: random.Random) -> float:
@@ -94,11 +97,39 @@ def simulate(cfg, space: dict, points: list[dict], n_trials: int, seed: int = 0)
     return [{"search_s": r["search_s"], "sched_s": r["sched_s"], "epochs": r["epoch"]} for r in trials]
 
 
+def run_with_ray(cfg, space: dict, points: list[dict], n_trials: int, epochs: int) -> list[float]:
+    """The study through the project's tuner on local Ray; returns each trial's start time (s)."""
+    import tempfile
+
+    from ray import tune
+
+    from fairtune_ray.search.callbacks import TrialStatusCallback
+    from fairtune_ray.search.tuner import build_tuner
+
+    class StartTimes(tune.Callback):
+        def __init__(self):
+            self.t0, self.starts = time.perf_counter(), []
+
+        def on_trial_start(self, iteration, trials, trial, **info):
+            self.starts.append(time.perf_counter() - self.t0)
+
+    starts = StartTimes()
+    init_local_ray(2)
+    with tempfile.TemporaryDirectory(prefix="bench-scale-") as tmp:
+        tuner = build_tuner(cfg, make_noop(epochs), space, points, tmp, "scale",
+                            [TrialStatusCallback(epochs), starts], reuse_actors=True, verbose=0)
+        grid = tuner.fit()
+        if grid.num_errors:
+            raise RuntimeError(f"{grid.num_errors} no-op trials failed")
+    return starts.starts
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="tiny smoke test (60 trials)")
     ap.add_argument("--trials", type=int, default=None)
     ap.add_argument("--epochs", type=int, default=4, help="ASHA max_t (epochs of a full trial)")
+    ap.add_argument("--no-ray", action="store_true", help="only the simulated driver (no Ray run)")
     args = ap.parse_args()
     n = args.trials or (60 if args.quick else 1000)
     window = max(1, n // 10)
@@ -115,6 +146,13 @@ def main() -> None:
         t0 = time.perf_counter()
         per_trial = simulate(cfg, space, points, n)
         total = time.perf_counter() - t0
+        ray_starts, ray_total = None, None
+        if not args.no_ray:
+            t0 = time.perf_counter()
+            cfg_ray = load_config(None, overrides={"search.num_samples": n, "search.max_concurrent": 2,
+                                                   "train.epochs": args.epochs, "trial.resources.cpu": 1})
+            ray_starts = run_with_ray(cfg_ray, space, points, n, args.epochs)
+            ray_total = time.perf_counter() - t0
 
     def at(mark: int, key: str) -> float:
         part = per_trial[mark - window: mark]
@@ -124,8 +162,13 @@ def main() -> None:
              "scheduler_ms": 1e3 * at(m, "sched_s")} for m in marks]
     for r in rows:
         r["driver_ms"] = r["searcher_ms"] + r["scheduler_ms"]
+        if ray_starts is not None and len(ray_starts) >= r["at_trial"]:
+            # wall time between trial starts; the first window starts after the two cold actor starts
+            hi = r["at_trial"] - 1
+            lo = hi - window if r["at_trial"] > window else 1
+            r["ray_ms"] = 1e3 * (ray_starts[hi] - ray_starts[lo]) / (hi - lo)
     first, last = rows[0], rows[-1]
-    result = {"bench": "scheduler_scale", "quick": args.quick, "mode": "searcher+scheduler driven directly (no Ray actors)",
+    result = {"bench": "scheduler_scale", "quick": args.quick, "mode": "searcher+scheduler driven directly" + ("" if args.no_ray else ", then through Ray Tune"),
               "trials": n, "search_dims": len(space), "max_concurrent": 2, "asha_max_t": args.epochs,
               "epochs_trained": sum(p["epochs"] for p in per_trial), "total_s": round(total, 2),
               "rows": [{k: (round(v, 4) if isinstance(v, float) else v) for k, v in r.items()} for r in rows],
@@ -133,14 +176,22 @@ def main() -> None:
               "growth_scheduler_last_vs_first": round(last["scheduler_ms"] / first["scheduler_ms"], 2),
               "growth_searcher_last_vs_first": round(last["searcher_ms"] / first["searcher_ms"], 2),
               **env_info(1)}
+    if ray_starts is not None:
+        result.update({"ray_trials_started": len(ray_starts), "ray_total_s": round(ray_total, 2),
+                       "growth_ray_last_vs_first": round(last["ray_ms"] / first["ray_ms"], 2)})
     lines = [f"{n} simulated trials, TPE over {len(space)} dimensions + ASHA (max_t {args.epochs}), 2 in flight; "
-             f"{result['epochs_trained']} epoch reports in all; driver total {total:.1f} s. Searcher and scheduler "
-             "driven directly (no Ray actors).", "",
-             "| trials | searcher (TPE) ms/trial | scheduler (ASHA) ms/trial | driver ms/trial |", "|---|---|---|---|"]
+             f"{result['epochs_trained']} epoch reports in all; driver total {total:.1f} s with searcher and scheduler "
+             "driven directly" + ("" if ray_starts is None else "; the last column is the same study through Ray Tune "
+                                  "(`build_tuner`, no-op trainable, reuse_actors=True)") + ".", "",
+             "| trials | searcher (TPE) ms/trial | scheduler (ASHA) ms/trial | driver ms/trial | Ray Tune wall ms/trial |",
+             "|---|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| {r['window']} | {r['searcher_ms']:.2f} | {r['scheduler_ms']:.3f} | {r['driver_ms']:.2f} |")
+        ray_ms = f"{r['ray_ms']:.0f}" if "ray_ms" in r else "not run"
+        lines.append(f"| {r['window']} | {r['searcher_ms']:.2f} | {r['scheduler_ms']:.3f} | {r['driver_ms']:.2f} | {ray_ms} |")
     lines += ["", f"Growth from the first to the last window: driver {result['growth_driver_last_vs_first']:.1f}x "
-                  f"(TPE {result['growth_searcher_last_vs_first']:.1f}x, ASHA {result['growth_scheduler_last_vs_first']:.1f}x)."]
+                  f"(TPE {result['growth_searcher_last_vs_first']:.1f}x, ASHA {result['growth_scheduler_last_vs_first']:.1f}x)"
+              + (f"; Ray Tune wall time per trial {result['growth_ray_last_vs_first']:.1f}x ({n} no-op trials through "
+                 f"`build_tuner` with reuse_actors=True in {ray_total:.0f} s)." if ray_starts is not None else ".")]
     emit(result, "\n".join(lines))
 
 

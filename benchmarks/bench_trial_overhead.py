@@ -17,7 +17,6 @@ order (raw, project, project + reuse, raw + reuse) so that a drift of the load f
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import sys
 import tempfile
@@ -25,21 +24,9 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import emit, env_info, init_local_ray, quiet_stdout  # noqa: E402
+from _common import emit, env_info, init_local_ray, make_noop, quiet_stdout  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
-
-
-def make_noop(reports: int):
-    from ray import tune
-
-    def noop_trial(config: dict) -> None:
-        bits = sum(v for k, v in config.items() if k.startswith("m"))
-        base = -abs(math.log10(config["lr"]) + 3.5) + 0.01 * bits
-        for epoch in range(1, reports + 1):
-            tune.report({"epoch": epoch, "objective": base + 0.01 * epoch})
-
-    return noop_trial
 
 
 def raw_tuner(cfg, trainable, space, points, storage, name, reuse: bool):
