@@ -97,11 +97,13 @@ def simulate(cfg, space: dict, points: list[dict], n_trials: int, seed: int = 0)
     return [{"search_s": r["search_s"], "sched_s": r["sched_s"], "epochs": r["epoch"]} for r in trials]
 
 
-def run_with_ray(cfg, space: dict, points: list[dict], n_trials: int, epochs: int) -> list[float]:
-    """The study through the project's tuner on local Ray; returns each trial's start time (s)."""
+def run_with_ray(cfg, space: dict, points: list[dict], n_trials: int, epochs: int) -> tuple[list[float], list[float]]:
+    """The study through the project's tuner on local Ray. Returns each trial's start time (s) and
+    the seconds HyperOpt's ``suggest`` took for each trial inside that run (timed in the driver)."""
     import tempfile
 
     from ray import tune
+    from ray.tune.search.hyperopt import HyperOptSearch
 
     from fairtune_ray.search.callbacks import TrialStatusCallback
     from fairtune_ray.search.tuner import build_tuner
@@ -113,15 +115,29 @@ def run_with_ray(cfg, space: dict, points: list[dict], n_trials: int, epochs: in
         def on_trial_start(self, iteration, trials, trial, **info):
             self.starts.append(time.perf_counter() - self.t0)
 
+    suggest_s: list[float] = []
+    original = HyperOptSearch.suggest
+
+    def timed_suggest(self, trial_id):  # the driver calls it in-process: time it where Tune runs it
+        t0 = time.perf_counter()
+        config = original(self, trial_id)
+        if config is not None:
+            suggest_s.append(time.perf_counter() - t0)
+        return config
+
     starts = StartTimes()
     init_local_ray(2)
-    with tempfile.TemporaryDirectory(prefix="bench-scale-") as tmp:
-        tuner = build_tuner(cfg, make_noop(epochs), space, points, tmp, "scale",
-                            [TrialStatusCallback(epochs), starts], reuse_actors=True, verbose=0)
-        grid = tuner.fit()
-        if grid.num_errors:
-            raise RuntimeError(f"{grid.num_errors} no-op trials failed")
-    return starts.starts
+    HyperOptSearch.suggest = timed_suggest
+    try:
+        with tempfile.TemporaryDirectory(prefix="bench-scale-") as tmp:
+            tuner = build_tuner(cfg, make_noop(epochs), space, points, tmp, "scale",
+                                [TrialStatusCallback(epochs), starts], reuse_actors=True, verbose=0)
+            grid = tuner.fit()
+            if grid.num_errors:
+                raise RuntimeError(f"{grid.num_errors} no-op trials failed")
+    finally:
+        HyperOptSearch.suggest = original
+    return starts.starts, suggest_s
 
 
 def main() -> None:
@@ -151,7 +167,7 @@ def main() -> None:
             t0 = time.perf_counter()
             cfg_ray = load_config(None, overrides={"search.num_samples": n, "search.max_concurrent": 2,
                                                    "train.epochs": args.epochs, "trial.resources.cpu": 1})
-            ray_starts = run_with_ray(cfg_ray, space, points, n, args.epochs)
+            ray_starts, ray_suggest = run_with_ray(cfg_ray, space, points, n, args.epochs)
             ray_total = time.perf_counter() - t0
 
     def at(mark: int, key: str) -> float:
@@ -167,6 +183,7 @@ def main() -> None:
             hi = r["at_trial"] - 1
             lo = hi - window if r["at_trial"] > window else 1
             r["ray_ms"] = 1e3 * (ray_starts[hi] - ray_starts[lo]) / (hi - lo)
+            r["ray_tpe_ms"] = 1e3 * statistics.fmean(ray_suggest[lo + 1: hi + 1])  # the same trials' suggest calls
     first, last = rows[0], rows[-1]
     result = {"bench": "scheduler_scale", "quick": args.quick, "mode": "searcher+scheduler driven directly" + ("" if args.no_ray else ", then through Ray Tune"),
               "trials": n, "search_dims": len(space), "max_concurrent": 2, "asha_max_t": args.epochs,
@@ -178,15 +195,16 @@ def main() -> None:
               **env_info(1)}
     if ray_starts is not None:
         result.update({"ray_trials_started": len(ray_starts), "ray_total_s": round(ray_total, 2),
-                       "growth_ray_last_vs_first": round(last["ray_ms"] / first["ray_ms"], 2)})
+                       "growth_ray_last_vs_first": round(last["ray_ms"] / first["ray_ms"], 2),
+                       "growth_ray_tpe_last_vs_first": round(last["ray_tpe_ms"] / first["ray_tpe_ms"], 2)})
     lines = [f"{n} simulated trials, TPE over {len(space)} dimensions + ASHA (max_t {args.epochs}), 2 in flight; "
              f"{result['epochs_trained']} epoch reports in all; driver total {total:.1f} s with searcher and scheduler "
              "driven directly" + ("" if ray_starts is None else "; the last column is the same study through Ray Tune "
                                   "(`build_tuner`, no-op trainable, reuse_actors=True)") + ".", "",
-             "| trials | searcher (TPE) ms/trial | scheduler (ASHA) ms/trial | driver ms/trial | Ray Tune wall ms/trial |",
-             "|---|---|---|---|---|"]
+             "| trials | searcher (TPE) ms/trial | scheduler (ASHA) ms/trial | driver ms/trial | Ray Tune wall ms/trial "
+             "| of which TPE suggest ms |", "|---|---|---|---|---|---|"]
     for r in rows:
-        ray_ms = f"{r['ray_ms']:.0f}" if "ray_ms" in r else "not run"
+        ray_ms = f"{r['ray_ms']:.0f} | {r['ray_tpe_ms']:.0f}" if "ray_ms" in r else "not run | not run"
         lines.append(f"| {r['window']} | {r['searcher_ms']:.2f} | {r['scheduler_ms']:.3f} | {r['driver_ms']:.2f} | {ray_ms} |")
     lines += ["", f"Growth from the first to the last window: driver {result['growth_driver_last_vs_first']:.1f}x "
                   f"(TPE {result['growth_searcher_last_vs_first']:.1f}x, ASHA {result['growth_scheduler_last_vs_first']:.1f}x)"
