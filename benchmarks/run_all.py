@@ -154,11 +154,13 @@ def notes_search_efficiency(d: dict, _all: dict) -> list[str]:
                  "real data, where an epoch takes minutes, the start-up is negligible and two concurrent trials give "
                  "close to 2x.")
     elif a_s > b_s * 1.05:
+        noisy = d["a_budget_s"]["sd"] > 1.5 * d["b_budget_s"]["sd"]
         n.append(f"Wall time to spend the budget: {b_s:.0f} s for (b) versus {a_s:.0f} s for (a) ({a_s / b_s:.2f}x), "
                  f"although (b) starts about twice as many trials. {fixed} Two 1-thread trials side by side use the "
-                 "2 cores better than one 2-thread trial of this small model, and a 2-thread trial is also the more "
-                 "sensitive to any other load on the machine (its two threads wait for each other when one core is "
-                 "taken), which the spread over seeds of (a)'s wall time reflects.")
+                 "2 cores better than one 2-thread trial of this small model"
+                 + (", and a 2-thread trial is also the more sensitive to any other load on the machine (its two "
+                    "threads wait for each other when one core is taken), which the spread over seeds of (a)'s wall "
+                    "time reflects." if noisy else "."))
     else:
         n.append(f"Wall time to spend the budget is about the same ({b_s:.0f} s for (b), {a_s:.0f} s for (a)). {fixed}")
     ta, tb = _m(d, "a_test_min_auc"), _m(d, "b_test_min_auc")
