@@ -149,21 +149,14 @@ def run_distributed_trial(cfg: ExperimentConfig, spec: TrialSpec, data: PackedDa
     from ray.train.v2._internal.constants import is_v2_enabled
     from ray.tune.integration.ray_train import TuneReportCallback
 
-    from fairtune_ray.search.trial import trial_params
-    from fairtune_ray.tracking import ChildRunLogger
+    from fairtune_ray.search.trial import open_child_run
 
     if not is_v2_enabled():
         raise RuntimeError("multi-worker trials need Ray Train V2: unset RAY_TRAIN_V2_ENABLED or set it to 1")
     ctx = tune.get_context()
     trial_id = ctx.get_trial_id()
-    logger = None
-    if tracking:
-        logger = ChildRunLogger(tracking["uri"], tracking["parent_run_id"], trial_id, spec.short_name(),
-                                trial_params(spec, space_name), tags={"fairtune.method": tracking.get("method", ""),
-                                                                      "fairtune.workers": str(cfg.trial.workers)})
-        here = node_info()
-        logger.client.set_tag(logger.run_id, "node", here["node_id"])
-        logger.client.set_tag(logger.run_id, "node_ip", here["node_ip"])
+    logger = (open_child_run(tracking, trial_id, spec, space_name, tags={"fairtune.workers": str(cfg.trial.workers)})
+              if tracking else None)
     loop_config = {
         "cfg": cfg.model_dump(), "spec": spec.to_dict(), "checkpoint": checkpoint,
         # The trial process owns this copy; workers on any node fetch it from the object store.
@@ -219,14 +212,14 @@ def _worker_loop(config: dict) -> None:
     from accelerate import Accelerator
     from mlflow.tracking import MlflowClient
 
-    from fairtune_ray.search.trial import inject_fault
+    from fairtune_ray.search.trial import inject_fault, set_trial_threads
     from fairtune_ray.tracking.mlflow_runs import log_metrics
     from fairtune_ray.training.loop import fine_tune, resolve_mixed_precision
 
     _quiet_train_reports()
     cfg = ExperimentConfig.model_validate(config["cfg"])
     spec = TrialSpec(**config["spec"])
-    torch.set_num_threads(cfg.train.threads or max(1, int(cfg.trial.resources.cpu)))
+    set_trial_threads(cfg)
     data = ray.get(config["data_ref"])
     # Ray Train has initialised torch.distributed and set RANK/WORLD_SIZE/LOCAL_RANK/MASTER_*;
     # Accelerate's state picks that process group up (MULTI_CPU with gloo, MULTI_GPU with NCCL).

@@ -29,13 +29,11 @@ class Candidate:
 
 def _retrain(cfg_dict: dict, spec: TrialSpec, data: PackedDataset, checkpoint: CheckpointLike) -> dict:
     from fairtune_ray.config import ExperimentConfig
-    from fairtune_ray.search.distributed import cap_gpu_memory
-    from fairtune_ray.search.trial import set_trial_threads
+    from fairtune_ray.search.trial import prepare_trial_process
     from fairtune_ray.training.loop import fine_tune
 
     cfg = ExperimentConfig.model_validate(cfg_dict)
-    set_trial_threads(cfg)
-    cap_gpu_memory(cfg.trial.resources.gpu)  # retrains share GPUs like trials: stay within the share
+    prepare_trial_process(cfg)  # retrains share CPUs and GPUs like trials
     fit = fine_tune(cfg, spec, data, checkpoint, final_splits=("test",))
     test = fit.scores["test"]
     return {"labels": test.labels, "scores": test.scores, "groups": test.groups, "trainable": fit.trainable_params,

@@ -39,6 +39,29 @@ def set_trial_threads(cfg: ExperimentConfig) -> None:
     torch.set_num_threads(n)
 
 
+def prepare_trial_process(cfg: ExperimentConfig) -> None:
+    """Fit a trial or retrain process to its Ray resources: torch threads = its CPUs, and with a
+    fractional GPU, CUDA memory capped at its share."""
+    from fairtune_ray.search.distributed import cap_gpu_memory
+
+    set_trial_threads(cfg)
+    cap_gpu_memory(cfg.trial.resources.gpu)
+
+
+def open_child_run(tracking: dict, trial_id: str, spec, space_name: str, tags: Optional[dict] = None) -> ChildRunLogger:
+    """The trial's nested MLflow run, tagged with the node it runs on. Tagged on every attempt: a
+    retried trial may run on another node (the logger finds the run of an earlier attempt)."""
+    from fairtune_ray.search.distributed import node_info
+
+    logger = ChildRunLogger(tracking["uri"], tracking["parent_run_id"], trial_id, spec.short_name(),
+                            trial_params(spec, space_name),
+                            tags={"fairtune.method": tracking.get("method", ""), **(tags or {})})
+    here = node_info()
+    logger.client.set_tag(logger.run_id, "node", here["node_id"])
+    logger.client.set_tag(logger.run_id, "node_ip", here["node_ip"])
+    return logger
+
+
 def inject_fault(epoch: int, spec, trial_dir: Optional[str] = None, rank: int = 0) -> None:
     """TEST-ONLY fault injection, read from $FAIRTUNE_FAULT_INJECT (unset in normal use).
 
@@ -92,20 +115,10 @@ def run_trial(config: dict, *, cfg_dict: dict, data: PackedDataset, checkpoint: 
         from fairtune_ray.search.distributed import run_distributed_trial
 
         return run_distributed_trial(cfg, spec, data, checkpoint, space_name, tracking)
-    set_trial_threads(cfg)
-    from fairtune_ray.search.distributed import cap_gpu_memory, node_info
     from fairtune_ray.training.loop import fine_tune
 
-    cap_gpu_memory(cfg.trial.resources.gpu)  # fractional GPU: stay within this trial's share
-
-    logger = None
-    if tracking:
-        trial_id = tune.get_context().get_trial_id()
-        logger = ChildRunLogger(tracking["uri"], tracking["parent_run_id"], trial_id, spec.short_name(),
-                                trial_params(spec, space_name), tags={"fairtune.method": tracking.get("method", "")})
-        here = node_info()  # set on every attempt: a retried trial may run on another node
-        logger.client.set_tag(logger.run_id, "node", here["node_id"])
-        logger.client.set_tag(logger.run_id, "node_ip", here["node_ip"])
+    prepare_trial_process(cfg)
+    logger = open_child_run(tracking, tune.get_context().get_trial_id(), spec, space_name) if tracking else None
     trial_dir = tune.get_context().get_trial_dir()
 
     def on_epoch(epoch: int, record: dict) -> None:
