@@ -168,8 +168,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     warnings.filterwarnings("ignore", category=DeprecationWarning)
     from fairtune_ray.config import ConfigError
     from fairtune_ray.data.manifest import DataError
-
-    from fairtune_ray.search.run import SearchInterrupted
+    from fairtune_ray.search.errors import SearchInterrupted
 
     args = build_parser().parse_args(argv)
     try:

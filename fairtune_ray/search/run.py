@@ -26,6 +26,7 @@ from fairtune_ray.models.shipping import ship_checkpoint
 from fairtune_ray.reporting.tables import results_table, write_results
 from fairtune_ray.reporting.report import save_test_scores
 from fairtune_ray.search.callbacks import TrialStatusCallback
+from fairtune_ray.search.errors import SearchInterrupted
 from fairtune_ray.search.preflight import preflight
 from fairtune_ray.search.retrain import Candidate, retrain_and_test
 from fairtune_ray.search.selection import select_trial
@@ -38,10 +39,6 @@ from fairtune_ray.training.pretrain import resolve_checkpoint
 from fairtune_ray.training.spec import TrialSpec
 
 RUN_INFO = "fairtune_run.json"
-
-
-class SearchInterrupted(RuntimeError):
-    """The Tune run stopped (Ctrl-C / SIGINT) before every trial finished; its state is saved."""
 
 
 @dataclass
