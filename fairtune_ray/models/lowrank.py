@@ -136,7 +136,6 @@ class LowRankLinear(nn.Module):
         return f"in_features={self.in_features}, out_features={self.out_features}, rank={self.rank}, bias={self.bias is not None}"
 
 
-
 def _valid_targets_msg() -> str:
     return f"valid targets: 'head', {', '.join(repr(k) for k in BLOCK_TARGETS)}, or the full path of an nn.Linear module"
 

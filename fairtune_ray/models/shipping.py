@@ -79,7 +79,8 @@ def ship_checkpoint(path: CheckpointLike) -> CheckpointLike:
     import ray
 
     p = p.resolve()
-    return ShippedCheckpoint(origin=str(p), sha256=file_sha256(p), ref=ray.put(p.read_bytes()))
+    data = p.read_bytes()  # read once: hashed and shipped
+    return ShippedCheckpoint(origin=str(p), sha256=hashlib.sha256(data).hexdigest(), ref=ray.put(data))
 
 
 def checkpoint_path(checkpoint: CheckpointLike) -> Optional[str]:
