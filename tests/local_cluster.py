@@ -54,6 +54,15 @@ def base_env() -> dict:
     return env
 
 
+def _each(procs, action: str) -> None:
+    """Send ``action`` ("terminate" or "kill") to every process still there."""
+    for p in procs:
+        try:
+            getattr(p, action)()
+        except psutil.NoSuchProcess:
+            pass
+
+
 class LocalCluster:
     """`ray start --head` (role resource ``head``) plus one `ray start --address` node (``worker_node``)."""
 
@@ -183,11 +192,7 @@ class LocalCluster:
         for p in self.processes():
             if str(self.worker_temp_dir) in " ".join(p.cmdline()) and p.pid not in {v.pid for v in victims}:
                 victims.append(p)
-        for p in victims:
-            try:
-                p.kill()
-            except psutil.NoSuchProcess:
-                pass
+        _each(victims, "kill")
         psutil.wait_procs(victims, timeout=10)
         return [p.pid for p in victims]
 
@@ -199,17 +204,9 @@ class LocalCluster:
             except psutil.NoSuchProcess:
                 pass
         procs = list({p.pid: p for p in procs}.values())
-        for p in procs:
-            try:
-                p.terminate()
-            except psutil.NoSuchProcess:
-                pass
+        _each(procs, "terminate")
         _, alive = psutil.wait_procs(procs, timeout=10)
-        for p in alive:
-            try:
-                p.kill()
-            except psutil.NoSuchProcess:
-                pass
+        _each(alive, "kill")
         psutil.wait_procs(alive, timeout=5)
         if not self.processes():
             for d in (self.temp_dir, self.worker_temp_dir):
