@@ -56,6 +56,9 @@ def test_quick_json(quick_results, key):
         assert data["agree"] and data["speedup"] > 0
     elif key == "scheduler_scale":
         assert data["rows"] and all(r["driver_ms"] > 0 for r in data["rows"])
+        # the same study through Ray Tune: every trial started, TPE timed inside that run
+        assert data["ray_trials_started"] == data["trials"]
+        assert all(r["ray_ms"] > 0 and r["ray_tpe_ms"] > 0 for r in data["rows"])
     elif key == "data_path":
         assert data["rows"][0]["packed_s"] > 0 and data["rows"][0]["jpeg_s"] > 0
     elif key == "inner_loop":
