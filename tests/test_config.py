@@ -1,6 +1,7 @@
 import pytest
 
 from fairtune_ray.config import ConfigError, config_from_dict, load_config
+from fairtune_ray.config.reference import sections
 
 
 def test_default_config_is_the_synthetic_demo():
@@ -52,3 +53,18 @@ def test_missing_file_and_bad_yaml(tmp_path):
     bad.write_text("train: [1, 2\n")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_config(bad)
+
+
+def _all_fields():
+    for section in sections():
+        for name, field in section.model.model_fields.items():
+            yield (f"{section.path}.{name}" if section.path else name), field
+
+
+def test_every_config_field_has_a_description():
+    missing = [key for key, field in _all_fields() if not (field.description or "").strip()]
+    assert missing == [], f"config fields without Field(description=...): {missing}"
+
+
+def test_every_config_section_has_a_docstring():
+    assert [s.title for s in sections() if not (s.model.__doc__ or "").strip()] == []

@@ -1,32 +1,28 @@
 """Dataset-level subgroup metrics, search objectives and stratified bootstrap intervals (DESIGN 2.2)."""
 from fairtune_ray.metrics.bootstrap import bootstrap_intervals, stratified_indices
+from fairtune_ray.metrics.names import GROUP_FIELDS, OVERALL_METRICS, UndefinedGroupMetricWarning, group_key
 from fairtune_ray.metrics.objectives import OBJECTIVES, Objective, list_objectives, parse_objective
-from fairtune_ray.metrics.subgroup import (
-    GROUP_FIELDS,
-    OVERALL_METRICS,
-    UndefinedGroupMetricWarning,
-    binary_cross_entropy,
-    compute_metrics,
-    expected_calibration_error,
-    group_key,
-    roc_points,
-    tpr_at_specificity,
-)
+from fairtune_ray.metrics.primitives import binary_cross_entropy, expected_calibration_error, tpr_at_specificity
+from fairtune_ray.metrics.subgroup import compute_metrics, roc_points
 
 __all__ = [
-    "GROUP_FIELDS",
-    "OBJECTIVES",
-    "OVERALL_METRICS",
-    "Objective",
-    "UndefinedGroupMetricWarning",
-    "binary_cross_entropy",
-    "bootstrap_intervals",
+    # metrics of one split
     "compute_metrics",
+    "roc_points",
+    "binary_cross_entropy",
     "expected_calibration_error",
+    "tpr_at_specificity",
+    # names and warnings
+    "GROUP_FIELDS",
+    "OVERALL_METRICS",
+    "UndefinedGroupMetricWarning",
     "group_key",
+    # objectives
+    "OBJECTIVES",
+    "Objective",
     "list_objectives",
     "parse_objective",
-    "roc_points",
+    # intervals
+    "bootstrap_intervals",
     "stratified_indices",
-    "tpr_at_specificity",
 ]

@@ -9,11 +9,13 @@ the seed-averaged metric rather than mixing in seed-to-seed pairing noise.
 from __future__ import annotations
 
 import warnings
+from dataclasses import dataclass
 from typing import Optional, Sequence, Union
 
 import numpy as np
 
-from fairtune_ray.metrics.subgroup import UndefinedGroupMetricWarning, _compute, _validate
+from fairtune_ray.metrics.names import UndefinedGroupMetricWarning
+from fairtune_ray.metrics.subgroup import _compute, _validate
 
 __all__ = ["bootstrap_intervals", "stratified_indices"]
 
@@ -58,51 +60,17 @@ def bootstrap_intervals(
     metric is the mean over seeds. ``point`` is that metric on the full sample; replicates where a
     metric is undefined (NaN) are ignored. Only the work the requested metrics need is done.
     """
-    if not metric_names:
-        raise ValueError("metric_names is empty")
-    if n_boot < 1:
-        raise ValueError(f"n_boot must be >= 1, got {n_boot}")
-    if not 0.0 < alpha < 1.0:
-        raise ValueError(f"alpha must be in (0, 1), got {alpha}")
-
-    seeds_scores = _as_seed_list(scores)
-    checked = [_validate(y_true, s, groups) for s in seeds_scores]
-    y, _, g = checked[0]
-    ss = [c[1] for c in checked]
-    names = list(metric_names)
-
-    def evaluate(idx: Optional[np.ndarray]) -> np.ndarray:
-        vals = np.empty((len(ss), len(names)))
-        yy, gg = (y, g) if idx is None else (y[idx], g[idx])
-        for k, s in enumerate(ss):
-            m = _compute(yy, s if idx is None else s[idx], gg, group_names, threshold,
-                         positive_is_disease, needed=names, fast=True)
-            if k == 0 and idx is None:
-                unknown = [n for n in names if n not in m]
-                if unknown:
-                    raise ValueError(
-                        f"unknown metric(s) {unknown} for the bootstrap; available: {sorted(m)}"
-                    )
-            vals[k] = [m[n] for n in names]
-        return vals.mean(axis=0)
-
+    _check_arguments(metric_names, n_boot, alpha)
+    evaluate = _seed_averaged(y_true, scores, groups, list(metric_names), group_names, threshold, positive_is_disease)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", UndefinedGroupMetricWarning)
         point = evaluate(None)
-        point_msgs = sorted({str(w.message) for w in caught if issubclass(w.category, UndefinedGroupMetricWarning)})
+        point_msgs = sorted({str(w.message) for w in caught if _is_undefined(w)})
         caught.clear()
-        rng = np.random.default_rng(seed)
-        strata = _Strata(g)
-        reps = np.empty((n_boot, len(names)))
-        for b in range(n_boot):
-            reps[b] = evaluate(strata.draw(rng))
-        n_rep_warn = sum(1 for w in caught if issubclass(w.category, UndefinedGroupMetricWarning))
-        others = [w for w in caught if not issubclass(w.category, UndefinedGroupMetricWarning)]
-    seen: set[tuple[type, str]] = set()
-    for w in others:  # re-emit (once each) anything unrelated that the recorder swallowed
-        if (w.category, str(w.message)) not in seen:
-            seen.add((w.category, str(w.message)))
-            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+        reps = _replicates(evaluate, n_boot, seed)
+        n_rep_warn = sum(1 for w in caught if _is_undefined(w))
+        others = [w for w in caught if not _is_undefined(w)]
+    _reemit_once(others)
     if point_msgs or n_rep_warn:
         detail = "; ".join(point_msgs) if point_msgs else "only in some replicates"
         warnings.warn(
@@ -111,19 +79,87 @@ def bootstrap_intervals(
             UndefinedGroupMetricWarning,
             stacklevel=2,
         )
+    return {name: _interval(point[j], reps[:, j], alpha) for j, name in enumerate(evaluate.names)}
 
-    out: dict[str, dict[str, float]] = {}
-    for j, name in enumerate(names):
-        col = reps[:, j]
-        finite = col[np.isfinite(col)]
-        if finite.size:
-            lo, hi = np.percentile(finite, [100 * alpha / 2, 100 * (1 - alpha / 2)])
-            std = float(finite.std(ddof=1)) if finite.size > 1 else 0.0
-        else:
-            lo = hi = std = float("nan")
-        out[name] = {"point": float(point[j]), "lo": float(lo), "hi": float(hi), "std": std,
-                     "n_valid": float(finite.size)}
-    return out
+
+def _check_arguments(metric_names: list[str], n_boot: int, alpha: float) -> None:
+    if not metric_names:
+        raise ValueError("metric_names is empty")
+    if n_boot < 1:
+        raise ValueError(f"n_boot must be >= 1, got {n_boot}")
+    if not 0.0 < alpha < 1.0:
+        raise ValueError(f"alpha must be in (0, 1), got {alpha}")
+
+
+@dataclass
+class _SeedAveraged:
+    """The requested metrics of the split, or of a resample of it, averaged over the seeds' scores."""
+
+    y: np.ndarray
+    g: np.ndarray
+    seed_scores: list[np.ndarray]
+    names: list[str]
+    group_names: Optional[dict[int, str]]
+    threshold: float
+    positive_is_disease: bool
+
+    def __call__(self, idx: Optional[np.ndarray]) -> np.ndarray:
+        """``idx`` None: the full split (and an unknown metric name is an error); else resampled rows."""
+        vals = np.empty((len(self.seed_scores), len(self.names)))
+        yy, gg = (self.y, self.g) if idx is None else (self.y[idx], self.g[idx])
+        for k, s in enumerate(self.seed_scores):
+            m = _compute(yy, s if idx is None else s[idx], gg, self.group_names, self.threshold,
+                         self.positive_is_disease, needed=self.names, fast=True)
+            if k == 0 and idx is None:
+                unknown = [n for n in self.names if n not in m]
+                if unknown:
+                    raise ValueError(
+                        f"unknown metric(s) {unknown} for the bootstrap; available: {sorted(m)}"
+                    )
+            vals[k] = [m[n] for n in self.names]
+        return vals.mean(axis=0)
+
+
+def _seed_averaged(y_true, scores, groups, names: list[str], group_names: Optional[dict[int, str]],
+                   threshold: float, positive_is_disease: bool) -> _SeedAveraged:
+    """Validate every seed's scores against the labels and groups once, up front."""
+    checked = [_validate(y_true, s, groups) for s in _as_seed_list(scores)]
+    y, _, g = checked[0]
+    return _SeedAveraged(y, g, [c[1] for c in checked], names, group_names, threshold, positive_is_disease)
+
+
+def _replicates(evaluate: _SeedAveraged, n_boot: int, seed: int) -> np.ndarray:
+    """``(n_boot, n_metrics)``: the metrics of each group-stratified resample, seeded."""
+    rng = np.random.default_rng(seed)
+    strata = _Strata(evaluate.g)
+    reps = np.empty((n_boot, len(evaluate.names)))
+    for b in range(n_boot):
+        reps[b] = evaluate(strata.draw(rng))
+    return reps
+
+
+def _is_undefined(w: warnings.WarningMessage) -> bool:
+    return issubclass(w.category, UndefinedGroupMetricWarning)
+
+
+def _reemit_once(caught: list[warnings.WarningMessage]) -> None:
+    """Re-emit (once each) anything unrelated that the recorder swallowed."""
+    seen: set[tuple[type, str]] = set()
+    for w in caught:
+        if (w.category, str(w.message)) not in seen:
+            seen.add((w.category, str(w.message)))
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+
+
+def _interval(point: float, replicates: np.ndarray, alpha: float) -> dict[str, float]:
+    """Percentile interval and spread of one metric over its finite replicates."""
+    finite = replicates[np.isfinite(replicates)]
+    if finite.size:
+        lo, hi = np.percentile(finite, [100 * alpha / 2, 100 * (1 - alpha / 2)])
+        std = float(finite.std(ddof=1)) if finite.size > 1 else 0.0
+    else:
+        lo = hi = std = float("nan")
+    return {"point": float(point), "lo": float(lo), "hi": float(hi), "std": std, "n_valid": float(finite.size)}
 
 
 def _as_seed_list(scores) -> list[np.ndarray]:

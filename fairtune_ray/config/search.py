@@ -1,0 +1,85 @@
+"""The ``search`` and ``trial`` sections: the outer loop on Ray Tune, and what each trial runs on."""
+from __future__ import annotations
+
+from typing import Literal, Optional
+
+from pydantic import Field, model_validator
+
+from fairtune_ray.config.base import StrictSection
+
+
+class AshaConfig(StrictSection):
+    """ASHA early stopping on the epoch (Ray Tune's ``ASHAScheduler``, maximum ``train.epochs``)."""
+
+    grace_period: int = Field(1, ge=1, description="Epochs every trial runs before ASHA may stop it.")
+    reduction_factor: float = Field(2.0, gt=1, description=(
+        "ASHA's halving rate: about 1 in `reduction_factor` trials reaching a rung continues past it."))
+
+
+class SearchConfig(StrictSection):
+    """The study: HyperOpt TPE proposes configurations, ASHA stops weak trials, then the selected
+    configuration and the baselines are retrained and tested."""
+
+    num_samples: int = Field(16, ge=1, description=(
+        "Trials in the study, the initial points (all-ones and all-zeros masks, Fisher seed masks) included."))
+    max_concurrent: int = Field(2, ge=1, description=(
+        "Trials running at once; keep max_concurrent x the trial's resources within the cluster."))
+    n_initial_points: int = Field(6, ge=1, description=(
+        "Random trials before TPE starts to model the results (HyperOpt's n_initial_points)."))
+    seed: int = Field(0, description=(
+        "Seed of TPE (the same config and seed propose the same trials) and of the test bootstrap."))
+    lr_min: float = Field(1e-5, gt=0, description=(
+        "Lower end of the log-uniform learning-rate range of the trials; must be below `lr_max`."))
+    lr_max: float = Field(1e-3, gt=0, description="Upper end of the log-uniform learning-rate range of the trials.")
+    asha: AshaConfig = Field(AshaConfig(), description="Early stopping of weak trials.")
+    selection: Literal["best", "pareto", "dto"] = Field("best", description=(
+        "How the configuration to retrain is chosen, on validation metrics only: 'best' objective; 'pareto' "
+        "the non-dominated trials over per-group AUCs, then the one best for the full-fine-tuning trial's "
+        "weakest group; 'dto' the trial closest to the per-group best AUCs (MEDFAIR)."))
+    retrain_seeds: int = Field(3, ge=1, description=(
+        "Seeds each selected configuration and baseline is retrained with; test metrics are those of the "
+        "seed-averaged scores."))
+    baselines: list[str] = Field(["full", "linear"], description=(
+        "Fixed masks retrained and tested beside the selected one: full, linear, bitfit, attn_only, "
+        "norm_only, lora."))
+    bootstrap: int = Field(500, ge=10, description="Bootstrap replicates behind the 95% intervals of the test metrics.")
+    storage: str = Field("runs", description=(
+        "Where Ray Tune keeps the study's state: a local folder, which then also holds the run folder "
+        "`<storage>/<name>`, or a URI such as s3://bucket/path (run folder `runs/<name>`). `--storage` overrides."))
+    name: Optional[str] = Field(None, description=(
+        "Study name (Tune experiment, run folder, MLflow parent run); null = `<name>-<date>-<time>`. "
+        "`--name` overrides; resuming needs it."))
+    max_failures: int = Field(1, ge=0, description=(
+        "Retries of a failed trial (an exception, a non-finite loss, a lost node) before it counts as failed."))
+    method: Literal["fairtune", "fisher", "both"] = Field("fairtune", description=(
+        "'fairtune' searches mask bits and lr; 'fisher' searches lr and the Fisher options with every "
+        "parameter trained; 'both' searches all of them."))
+    reuse_actors: bool = Field(False, description=(
+        "Keep trial processes warm between trials: saves the ~3 s start-up of a trial on 2 cores, worth it "
+        "when trials last seconds (e.g. the synthetic data)."))
+
+    @model_validator(mode="after")
+    def _lr_range(self):
+        if self.lr_min >= self.lr_max:
+            raise ValueError(f"lr_min ({self.lr_min}) must be below lr_max ({self.lr_max})")
+        return self
+
+
+class ResourcesConfig(StrictSection):
+    """What Ray reserves for a trial (``trial.workers: 1``) or for each of its workers (``workers > 1``)."""
+
+    cpu: float = Field(1.0, gt=0, description=(
+        "CPUs per trial, or per worker; fractions allowed. With `train.threads: 0` also torch's thread count."))
+    gpu: float = Field(0.0, ge=0, description=(
+        "GPUs per trial, or per worker. A fraction packs trials on one GPU (0.25: four, each capped to a "
+        "quarter of its memory); multi-worker trials take whole GPUs."))
+
+
+class TrialConfig(StrictSection):
+    """How one trial runs: a single process, or a Ray Train ``TorchTrainer`` with several workers
+    (docs/distributed.md)."""
+
+    workers: int = Field(1, ge=1, description=(
+        "1: a plain Ray Tune function trial; N > 1: the trial fits a Ray Train TorchTrainer with N "
+        "data-parallel workers."))
+    resources: ResourcesConfig = Field(ResourcesConfig(), description="Resources of the trial or of each worker.")
