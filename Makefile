@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test test-fast bench clean install
+.PHONY: demo test test-fast lint docs bench clean install
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -20,11 +20,17 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/fairtune-ray demo
 
-test: $(STAMP)
+lint: $(STAMP)
+	$(BIN)/lint-imports --no-cache
+
+test: $(STAMP) lint
 	$(BIN)/python -m pytest -q --timeout=900 tests
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not slow" tests
+
+docs: $(STAMP)
+	$(BIN)/python -m fairtune_ray.config.reference
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run_all.py

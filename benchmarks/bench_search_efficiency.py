@@ -238,7 +238,9 @@ def main() -> None:
         from fairtune_ray.config import load_config
         from fairtune_ray.data.loading import load_dataset
         from fairtune_ray.metrics import parse_objective
-        from fairtune_ray.search.retrain import Candidate, retrain_and_test
+        from fairtune_ray.search.results import Role
+        from fairtune_ray.search.stages.retrain_test import retrain_candidates
+        from fairtune_ray.search.stages.types import Candidate
         from fairtune_ray.search.space import spec_from_trial_config
         from fairtune_ray.training.pretrain import resolve_checkpoint
 
@@ -268,10 +270,10 @@ def main() -> None:
             spec_b = spec_from_trial_config(win_b["config"], cfg_b, cfg_b.mask.space, n_bits, seed=seed)
             group_names = data.info.attributes[cfg_b.data.sensitive_attribute]
             t0 = time.perf_counter()
-            rows = retrain_and_test(cfg_b, [Candidate("a", spec_a), Candidate("b", spec_b)], ray.put(data), checkpoint,
-                                    group_names, log=lambda *x: print(*x, file=sys.stderr))
+            rows = retrain_candidates(cfg_b, [Candidate("a", Role.SELECTED, spec_a), Candidate("b", Role.SELECTED, spec_b)],
+                                      data, checkpoint, group_names, log=lambda *x: print(*x, file=sys.stderr))
             retrain_s = time.perf_counter() - t0
-            test = {r["method"]: r for r in rows}
+            test = {r.method: r for r in rows}
             stopped = sum(1 for t in {r["trial"] for r in b["rows"]}
                           if max(r["epoch"] for r in b["rows"] if r["trial"] == t) < args.epochs)
             per_seed.append({
@@ -281,8 +283,8 @@ def main() -> None:
                 "b_epochs_to_reach_a": reach, "b_frac_budget_to_reach_a": (reach / args.budget) if reach else None,
                 "b_s_to_reach_a": b["rows"][reach - 1]["t"] if reach else None,
                 "a_winner": spec_a.mask + f" lr={spec_a.lr:.2e}", "b_winner": spec_b.mask + f" lr={spec_b.lr:.2e}",
-                "a_test_min_auc": test["a"]["test/min_auc"], "b_test_min_auc": test["b"]["test/min_auc"],
-                "a_test_overall_auc": test["a"]["test/overall_auc"], "b_test_overall_auc": test["b"]["test/overall_auc"],
+                "a_test_min_auc": test["a"].metric("min_auc"), "b_test_min_auc": test["b"].metric("min_auc"),
+                "a_test_overall_auc": test["a"].metric("overall_auc"), "b_test_overall_auc": test["b"].metric("overall_auc"),
                 "retrain_s": retrain_s, "a_first_report_s": a["first_report_s"], "a_epoch_s": a["epoch_s"],
                 "b_first_report_s": b["first_report_s"], "b_epoch_s": b["epoch_s"],
                 "curve_a": curve_a, "curve_b": curve_b,

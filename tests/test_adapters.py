@@ -234,7 +234,7 @@ def test_load_from_file_uri(tmp_path):
 def test_cli_standalone_and_register(tmp_path, capsys):
     import argparse
 
-    from fairtune_ray.data import cli_prepare
+    from fairtune_ray.cli import data as cli_prepare
 
     fixture = fx.build_ham10000(tmp_path / "raw")
     out = tmp_path / "prepared" / "ham"

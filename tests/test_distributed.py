@@ -6,8 +6,9 @@ import ray
 from mlflow.tracking import MlflowClient
 
 from fairtune_ray.config import load_config
-from fairtune_ray.search.distributed import cap_gpu_memory, scaling_config
-from fairtune_ray.search.trial import FAULT_ENV, inject_fault
+from fairtune_ray.search.distributed import scaling_config
+from fairtune_ray.testing.faults import FAULT_ENV, inject_fault
+from fairtune_ray.training.process import cap_gpu_memory
 from fairtune_ray.training.loop import NonFiniteLossError
 from fairtune_ray.training.spec import TrialSpec
 
@@ -67,7 +68,7 @@ def ray_four_cpus(monkeypatch):
 
 @pytest.mark.slow
 def test_two_worker_trials_report_every_epoch(tiny_overrides, ray_four_cpus):
-    from fairtune_ray.search.run import run_search
+    from fairtune_ray.study import run_search
 
     cfg = load_config(None, overrides={**tiny_overrides, "trial.workers": 2, "trial.resources.cpu": 0.5,
                                        "search.num_samples": 2, "search.max_concurrent": 2,

@@ -360,3 +360,29 @@ def test_prior_freezes_highest_disparity_groups_first():
     assert masks == ["01111", "01101", "01100"]
     # k beyond the candidates is clipped and duplicates are dropped
     assert prior_masks(space, D, ks=(4, 9, 1)) == ["00100", "01111"]
+
+
+# --------------------------------------------------------------------------- cache folder
+
+
+def test_cache_folder_is_written_whole_and_a_concurrent_one_is_kept(tmp_path):
+    from fairtune_ray.fisher.cache import _save, load_fisher, load_importance
+
+    model = _mlp(1)
+    x, y, grp = _data(30, 1, n_groups=2)
+    F = per_group_fisher(model, x, y, grp, samples_per_group=8)
+    I1, D = neutralised_importance(F, gamma=1.0)
+    stats = fisher_statistics(F, {0: "a", 1: "b"})
+    result = {"fisher": F, "importance": {1.0: I1}, "D": D}
+    directory = tmp_path / "fisher" / "key1"
+    _save(directory, result, stats, {"key": "key1", "attribute": "sex"})
+    assert sorted(p.name for p in (tmp_path / "fisher").iterdir()) == ["key1"]
+    loaded = load_fisher(directory)
+    assert loaded.key == "key1" and loaded.cached and set(loaded.fisher_by_group) == {0, 1}
+    for name, t in I1.items():
+        assert torch.equal(load_importance(str(loaded.importance_path), 1.0)[name], t)
+
+    # another process finished the same folder first: theirs stays, ours leaves no trace
+    _save(directory, result, stats, {"key": "other", "attribute": "sex"})
+    assert load_fisher(directory).key == "key1"
+    assert sorted(p.name for p in (tmp_path / "fisher").iterdir()) == ["key1"]

@@ -14,15 +14,15 @@ import torch
 
 from fairtune_ray.config import config_from_dict
 from fairtune_ray.fisher import neutralised_importance
-from fairtune_ray.fisher.integration import (
+from fairtune_ray.fisher.cache import (
     FisherUnavailableError,
     compute_fisher,
     fisher_cache_key,
-    fisher_seed_points,
     layer_summary,
     load_importance,
 )
 from fairtune_ray.fisher.stats import STAT_COLUMNS
+from fairtune_ray.search.fisher_prior import fisher_seed_points
 from fairtune_ray.training.setup import build_model
 from fairtune_ray.training.spec import TrialSpec
 
@@ -63,12 +63,12 @@ def test_fisher_is_cached_and_keyed(env, monkeypatch):
         assert path.is_file()
     assert str(first.directory).startswith(str(env["cache"].resolve() / "fisher"))
 
-    import fairtune_ray.fisher.integration as integ
+    import fairtune_ray.fisher.cache as cache
 
     def boom(*_a, **_k):
         raise AssertionError("the cache must be hit, not recomputed")
 
-    monkeypatch.setattr(integ, "_run_task", boom)
+    monkeypatch.setattr(cache, "run_fisher_task", boom)
     second = compute_fisher(env["cfg"], env["data"], env["checkpoint"], use_ray=False, log=lambda *_: None)
     assert second.cached and second.key == first.key
     for name, d in first.D.items():
@@ -179,7 +179,8 @@ def test_cli_prints_the_layer_summary(env, capsys):
 def test_search_method_both_end_to_end(tmp_path, ray_module, monkeypatch):
     from mlflow.tracking import MlflowClient
 
-    from fairtune_ray.search.run import run_search
+    from fairtune_ray.search.results import Role
+    from fairtune_ray.study import run_search
 
     # The driver reads every trial's metrics from Tune's result.json / progress.csv loggers.
     monkeypatch.setenv("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "0")
@@ -198,10 +199,11 @@ def test_search_method_both_end_to_end(tmp_path, ray_module, monkeypatch):
     meta = json.loads((Path(cfg.fisher.importance_path).parent / "meta.json").read_text())
     assert meta["where"] == "ray-task"
 
-    methods = [r["method"] for r in out.rows]
+    methods = [r.method for r in out.rows]
     assert methods[0] == "FairTune+Fisher (selected)" and "Fisher" in methods
-    fisher_row = next(r for r in out.rows if r["method"] == "Fisher")
-    assert fisher_row["mask"].endswith(":" + "1" * len(fisher_row["mask"].split(":")[1]))
-    assert fisher_row["ewc_lambda"] > 0 or fisher_row["rank"] > 0
+    fisher_row = next(r for r in out.rows if r.method == "Fisher")
+    assert fisher_row.role is Role.FISHER
+    assert fisher_row.mask.endswith(":" + "1" * len(fisher_row.mask.split(":")[1]))
+    assert fisher_row.ewc_lambda > 0 or fisher_row.rank > 0
     fisher_trials = [t for t in out.trials if int(t["config"].get("ewc_on", 0)) == 1]
     assert fisher_trials, "the Fisher seed point must have been evaluated"

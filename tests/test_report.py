@@ -19,7 +19,11 @@ import yaml
 
 from fairtune_ray.config import config_from_dict
 from fairtune_ray.fisher.stats import STAT_COLUMNS, save_fisher_parquet
-from fairtune_ray.reporting.report import load_test_scores, save_test_scores, write_report
+from fairtune_ray.reporting import plots
+from fairtune_ray.reporting.report import load_run, write_report
+from fairtune_ray.search.results import MetricInterval, ResultRow, Role, write_results
+from fairtune_ray.search.results import TestScores as SeedScores  # renamed: pytest would collect Test*
+from fairtune_ray.search.run_folder import load_test_scores, save_test_scores
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 GROUPS = {0: "light", 1: "medium", 2: "dark"}
@@ -64,24 +68,23 @@ def _trial_records() -> list[dict]:
     return out
 
 
-def _rows() -> list[dict]:
+def _rows() -> list[ResultRow]:
     rng = np.random.default_rng(1)
     n = 300
     labels = rng.integers(0, 2, n)
     groups = rng.choice([0, 1, 2], n, p=[0.5, 0.3, 0.2])
     rows = []
-    for method, mask, lr, sep in [("FairTune (selected)", f"attn_mlp_norm:{TRIALS[SELECTED][0]}", 2.1e-4, 1.6),
-                                  ("Full fine-tuning", "full", 5e-4, 1.2), ("Linear probe", "linear", 5e-4, 0.7)]:
+    for method, role, mask, lr, sep in [
+            ("FairTune (selected)", Role.SELECTED, f"attn_mlp_norm:{TRIALS[SELECTED][0]}", 2.1e-4, 1.6),
+            ("Full fine-tuning", Role.BASELINE, "full", 5e-4, 1.2), ("Linear probe", Role.BASELINE, "linear", 5e-4, 0.7)]:
         scores = [1 / (1 + np.exp(-(sep * (2 * labels - 1) * (1.0 - 0.3 * (groups == 2)) + rng.normal(0, 1, n))))
                   for _ in range(2)]
-        row = {"method": method, "mask": mask, "lr": lr, "ewc_lambda": 0.0, "rank": 0, "factorise": "",
-               "trainable_params": {"full": 110_000, "linear": 194}.get(mask, 3194), "seeds": 2,
-               "val_objective": 0.8}
-        for m, v in [("overall_auc", 0.80 + sep / 20), ("min_auc", 0.70 + sep / 20), ("auc_gap", 0.15 - sep / 40),
-                     ("eodds_diff", 0.2 - sep / 30)]:
-            row.update({f"test/{m}": v, f"test/{m}_lo": v - 0.04, f"test/{m}_hi": v + 0.04, f"test/{m}_seed_std": 0.01})
-        row["_scores"] = {"labels": labels, "groups": groups, "scores": scores}
-        rows.append(row)
+        test = {m: MetricInterval(v, v - 0.04, v + 0.04, 0.01)
+                for m, v in [("overall_auc", 0.80 + sep / 20), ("min_auc", 0.70 + sep / 20),
+                             ("auc_gap", 0.15 - sep / 40), ("eodds_diff", 0.2 - sep / 30)]}
+        rows.append(ResultRow(method=method, role=role, mask=mask, lr=lr,
+                              trainable_params={"full": 110_000, "linear": 194}.get(mask, 3194), seeds=2,
+                              val_objective=0.8, test=test, scores=SeedScores(labels, groups, scores)))
     return rows
 
 
@@ -125,8 +128,6 @@ def _make_mlflow(uri: str, art: Path, run_dir: Path, trials: list[dict]) -> str:
 
 @pytest.fixture(scope="module")
 def search_run(tmp_path_factory) -> dict:
-    from fairtune_ray.reporting.tables import write_results
-
     tmp = tmp_path_factory.mktemp("search")
     run_dir = tmp / "runs" / "tiny-search"
     run_dir.mkdir(parents=True)
@@ -162,8 +163,8 @@ def _check_pngs(pngs: list[bytes]) -> None:
 def test_scores_round_trip(tmp_path):
     rows = _rows()
     scores, names = load_test_scores(save_test_scores(rows, tmp_path / "s.npz", GROUPS))
-    assert names == GROUPS and list(scores) == [r["method"] for r in rows]
-    np.testing.assert_allclose(scores["Linear probe"]["scores"][1], rows[2]["_scores"]["scores"][1], rtol=1e-6)
+    assert names == GROUPS and list(scores) == [r.method for r in rows]
+    np.testing.assert_allclose(scores["Linear probe"]["scores"][1], rows[2].scores.scores[1], rtol=1e-6)
     assert scores["Full fine-tuning"]["scores"].shape == (2, 300)
 
 
@@ -196,8 +197,6 @@ def test_report_has_every_section_and_valid_pngs(search_run):
 
 
 def test_mask_groups_come_from_the_mask_space(search_run):
-    from fairtune_ray.reporting.report import load_run
-
     data = load_run(search_run["run_dir"], log=lambda *_: None)
     assert data.group_names == ["blocks.0.norm", "blocks.0.attn", "blocks.0.mlp",
                                 "blocks.1.norm", "blocks.1.attn", "blocks.1.mlp"]
@@ -262,11 +261,67 @@ def test_epoch_history_falls_back_to_tune_result_files(search_run, tmp_path):
         (d / "result.json").write_text("".join(json.dumps({"trial_id": tid, "epoch": e, "objective": v}) + "\n"
                                                for e, v in enumerate(hist, 1)))
     (run_dir / "fairtune_run.json").write_text(json.dumps({"name": "offline", "storage": str(tmp_path / "runs")}))
-    from fairtune_ray.reporting.report import load_run
-
     data = load_run(run_dir, log=lambda *_: None)
     assert not data.mlflow_ok and data.history_source == "Tune result files"
     assert {h["trial_id"]: h["steps"][-1] for h in data.histories}["5e1f0_00003"] == 1
     assert data.selected_id == SELECTED  # found from the results row's mask and lr
     html = write_report(run_dir, log=lambda *_: None).read_text()
     assert "no per-epoch history" not in html and len(_images(html)) == 4
+
+
+def _relabel(run_dir: Path, labels: dict[str, str]) -> list[ResultRow]:
+    """Rewrite results.json and test_scores.npz with new method labels (roles unchanged)."""
+    rows = _rows()
+    for r in rows:
+        r.method = labels.get(r.method, r.method)
+    write_results(rows, run_dir)
+    save_test_scores(rows, run_dir / "test_scores.npz", GROUPS)
+    return rows
+
+
+def _figure_with_axes_title(figs: list, prefix: str):
+    return next(f for f in figs if any(ax.get_title().startswith(prefix) for ax in f.axes))
+
+
+def test_selected_row_is_found_by_its_role_not_its_label(search_run, tmp_path, monkeypatch):
+    """A selected row labelled without the word "selected" is still the highlighted one, and a baseline
+    whose label contains "(selected)" is not."""
+    import shutil
+
+    run_dir = tmp_path / "relabelled"
+    shutil.copytree(search_run["run_dir"], run_dir)
+    (run_dir / "fairtune_run.json").write_text(json.dumps({"name": "relabelled"}))
+    _relabel(run_dir, {"FairTune (selected)": "My pick", "Full fine-tuning": "Full fine-tuning (selected baseline)"})
+    drawn = []
+    to_png = plots.to_png
+    monkeypatch.setattr(plots, "to_png", lambda fig: drawn.append(fig) or to_png(fig))
+    html = write_report(run_dir, log=lambda *_: None).read_text()
+
+    assert re.search(r'<tr class="selected"><td>My pick</td>', html)
+    assert not re.search(r'<tr class="selected"><td>Full fine-tuning', html)
+    assert "Selected attn_mlp_norm[3/6] (attn_mlp_norm:010110" in html and "vs Full fine-tuning (selected baseline)" in html
+    # test panel of the Pareto figure: the star is the selected row's
+    test_ax = _figure_with_axes_title(drawn, "Retrained configurations on test").axes[1]
+    markers = {label: bars[0].get_marker() for bars, label in zip(*test_ax.get_legend_handles_labels())}
+    assert markers == {"My pick": "*", "Full fine-tuning (selected baseline)": "o", "Linear probe": "o"}
+    # ROC: the selected row's scores (found by its label in test_scores.npz) drawn thickest
+    roc_ax = _figure_with_axes_title(drawn, "all test images").axes[0]
+    widths = {line.get_label().split(" (AUC")[0]: line.get_linewidth() for line in roc_ax.get_lines()}
+    assert widths["My pick"] == 2.4 and widths["Full fine-tuning (selected baseline)"] == 1.5
+    assert set(widths) == {"My pick", "Full fine-tuning (selected baseline)", "Linear probe", "chance"}
+
+
+def test_results_without_roles_mark_the_labelled_row_selected(search_run, tmp_path):
+    """results.json from before rows had a role: the "(selected)" label is the only hint (legacy support)."""
+    import shutil
+
+    run_dir = tmp_path / "legacy"
+    shutil.copytree(search_run["run_dir"], run_dir)
+    flat = json.loads((run_dir / "results.json").read_text())
+    (run_dir / "results.json").write_text(json.dumps([{k: v for k, v in d.items() if k != "role"} for d in flat]))
+    (run_dir / "fairtune_run.json").write_text(json.dumps({"name": "legacy"}))
+    data = load_run(run_dir, log=lambda *_: None)
+    assert [r.role for r in data.results] == [Role.SELECTED, Role.BASELINE, Role.BASELINE]
+    assert data.selected_id == SELECTED  # found from the selected row's mask and lr
+    html = write_report(run_dir, log=lambda *_: None).read_text()
+    assert re.search(r'<tr class="selected"><td>FairTune \(selected\)</td>', html)

@@ -74,7 +74,7 @@ def tune_logs(monkeypatch):
 @pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_interrupted_search_resumes_without_rerunning_or_duplicating(tiny_overrides, tmp_path, tune_logs):
-    from fairtune_ray.search.run import run_search
+    from fairtune_ray.study import run_search
 
     over = {**tiny_overrides, **QUIET, "search.num_samples": 4, "search.max_concurrent": 1,
             "search.asha.grace_period": 2, "train.epochs": 2}
@@ -141,8 +141,8 @@ def _progress_rows(exp_dir: Path, trial_id: str) -> int:
 def test_failing_trials_are_recorded_retried_and_do_not_end_the_search(tiny_overrides, tmp_path, tune_logs,
                                                                          monkeypatch):
     from fairtune_ray.search.preflight import check_mask_space
-    from fairtune_ray.search.run import run_search
-    from fairtune_ray.search.trial import FAULT_ENV
+    from fairtune_ray.study import run_search
+    from fairtune_ray.testing.faults import fault_env
 
     cfg = load_config(None, overrides={**tiny_overrides, **QUIET, "search.num_samples": 3, "search.max_concurrent": 2,
                                        "search.max_failures": 1, "search.asha.grace_period": 2})
@@ -150,7 +150,9 @@ def test_failing_trials_are_recorded_retried_and_do_not_end_the_search(tiny_over
     full, linear = "1" * n, "0" * n  # the first two proposals (points_to_evaluate, at train.lr = 5e-4)
     at_train_lr = "lr>4.99e-4:lr<5.01e-4"  # TPE's own proposals have other learning rates
     # read by the trial processes: set before Ray starts (workers inherit the environment)
-    monkeypatch.setenv(FAULT_ENV, f"nan@epoch2:bits={full}:{at_train_lr};raise@epoch1:bits={linear}:{at_train_lr}:once")
+    rules = f"nan@epoch2:bits={full}:{at_train_lr};raise@epoch1:bits={linear}:{at_train_lr}:once"
+    for key, value in fault_env(rules).items():
+        monkeypatch.setenv(key, value)
     t0 = time.perf_counter()
     out = run_search(cfg, name="faults", log=lambda *_: None)
     elapsed = time.perf_counter() - t0

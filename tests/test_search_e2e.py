@@ -6,7 +6,10 @@ import ray
 from mlflow.tracking import MlflowClient
 
 from fairtune_ray.config import load_config
-from fairtune_ray.search.run import run_search
+from fairtune_ray.search.results import Role
+from fairtune_ray.study import run_search
+
+STAGES = {"prepare", "tune", "select", "retrain_test", "publish", "report"}
 
 
 @pytest.fixture
@@ -41,16 +44,31 @@ def test_search_end_to_end(tiny_overrides, ray_local, tmp_path):
     multi_epoch = [c for c in children if len(client.get_metric_history(c.info.run_id, "val/min_auc")) >= 2]
     assert multi_epoch, "some trial must report metrics at several epochs"
 
-    methods = [r["method"] for r in out.rows]
+    methods = [r.method for r in out.rows]
     assert methods[0] == "FairTune (selected)" and "Full fine-tuning" in methods and "Linear probe" in methods
+    assert [r.role for r in out.rows] == [Role.SELECTED] + [Role.BASELINE] * (len(out.rows) - 1)
     for row in out.rows:
         for m in ("overall_auc", "min_auc", "auc_gap", "eodds_diff"):
-            assert row[f"test/{m}_lo"] <= row[f"test/{m}_hi"]
+            assert row.test[m].lo <= row.test[m].hi
     saved = json.loads((out.run_dir / "results.json").read_text())
-    assert [r["method"] for r in saved] == methods
+    assert [r["method"] for r in saved] == methods and saved[0]["role"] == "selected"
     assert (out.run_dir / "results.csv").exists()
     finished = client.get_run(out.parent_run_id)
-    assert finished.data.params["selected.mask"] == out.rows[0]["mask"]
+    assert finished.data.params["selected.mask"] == out.rows[0].mask
     assert "mlflow.note.content" in finished.data.tags
     artifacts = {a.path for a in client.list_artifacts(out.parent_run_id)}
     assert {"results.csv", "results.json", "config.yaml"} <= artifacts
+
+    # every stage recorded its output; the report is the last stage
+    assert {p.stem for p in (out.run_dir / "stages").glob("*.json")} == STAGES
+    assert out.report == out.run_dir / "report.html" and out.report.is_file()
+
+    # resuming a finished study restores the recorded stages: no trial, no retrain runs again
+    logs: list[str] = []
+    again = run_search(cfg, name="e2e", resume=True, log=lambda *a: logs.append(" ".join(map(str, a))))
+    restored = {line.split()[1].rstrip(":") for line in logs if line.startswith("stage ") and "restored" in line}
+    assert restored == {"tune", "select", "retrain_test"}, logs
+    assert not any("retraining" in line for line in logs)
+    assert again.parent_run_id == out.parent_run_id and [r.method for r in again.rows] == methods
+    assert [r.metric("min_auc") for r in again.rows] == [r.metric("min_auc") for r in out.rows]
+    assert client.get_run(out.parent_run_id).info.status == "FINISHED"

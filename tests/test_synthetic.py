@@ -1,7 +1,8 @@
 import numpy as np
+import pytest
 
 from fairtune_ray.config import SyntheticConfig
-from fairtune_ray.data.manifest import load_packed_dataset, validate_manifest
+from fairtune_ray.data.manifest import DataError, load_packed_dataset, validate_manifest, write_packed_dataset
 from fairtune_ray.data.synthetic import ensure_synthetic, generate_source, generate_target
 
 
@@ -41,3 +42,23 @@ def test_patient_level_split_and_cache(tmp_path):
     assert set(d.manifest.split) == {"train", "val", "test"}
     src_m, src_im, src_info = generate_source(cfg)
     assert set(src_m.label) == {0, 1, 2, 3} and len(src_info.label_names) == 4
+
+
+def test_packed_write_is_atomic_and_shards_by_size(tmp_path):
+    """A failed write (mixed image sizes) leaves the previous output whole and no staging folder."""
+    cfg = SyntheticConfig(n_samples=60, image_size=16)
+    manifest, images, info = generate_target(cfg)
+    out = tmp_path / "packed"
+    write_packed_dataset(str(out), manifest, iter(images), info, shard_size=16)
+    first = load_packed_dataset(str(out))
+    assert sorted(p.name for p in (out / "shards").iterdir()) == [f"part-0000{i}.parquet" for i in range(4)]
+    assert list(first.manifest["shard"]) == [i // 16 for i in range(60)]
+    assert np.array_equal(first.images, images) and first.info.image_size == 16
+
+    bad = [img if i < 20 else img[:8] for i, img in enumerate(images)]
+    with pytest.raises(DataError, match="all packed images must share one size"):
+        write_packed_dataset(str(out), manifest, iter(bad), info, overwrite=True)
+    assert np.array_equal(load_packed_dataset(str(out)).images, images)
+    assert [p.name for p in tmp_path.iterdir()] == ["packed"]
+    with pytest.raises(DataError, match="already exists"):
+        write_packed_dataset(str(out), manifest, iter(images), info)

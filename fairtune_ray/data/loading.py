@@ -15,13 +15,12 @@ from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
 
 from fairtune_ray.config import DataConfig
 from fairtune_ray.data.manifest import DataError, PackedDataset, load_packed_dataset
+from fairtune_ray.data.synthetic import load_synthetic
 
 
 def load_dataset(cfg: DataConfig) -> PackedDataset:
     """The configured dataset: the embedded synthetic default or a prepared folder/URI."""
     if cfg.source == "synthetic":
-        from fairtune_ray.data.synthetic import load_synthetic
-
         data = load_synthetic(cfg.synthetic, cfg.cache_dir)
     else:
         data = load_packed_dataset(cfg.source)

@@ -14,17 +14,18 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 import uuid
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
-from typing import Iterable, Sequence
+from typing import Iterable, Iterator, Optional, Sequence
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
+
+from fairtune_ray.common.files import atomic_path
 
 SPLITS = ("train", "val", "test")
 REQUIRED_COLUMNS = ("sample_id", "image", "label", "patient_id", "split")
@@ -64,7 +65,7 @@ class DatasetInfo:
         return cls(**d)
 
 
-def _filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
+def filesystem_and_path(uri: str) -> tuple[pafs.FileSystem, str]:
     """A pyarrow filesystem and path for a local folder or a URI (s3://, gs://, file://)."""
     if "://" in uri:
         return pafs.FileSystem.from_uri(uri)
@@ -147,79 +148,104 @@ def write_packed_dataset(
     if "sample_id" not in manifest.columns:
         manifest.insert(0, "sample_id", np.arange(len(manifest), dtype=np.int64))
     validate_manifest(manifest, info)
-    fs, path = _filesystem(out)
-    if fs.get_file_info(path).type != pafs.FileType.NotFound:
-        if not overwrite:
-            raise DataError(f"output folder '{out}' already exists (pass overwrite to replace it)")
-    local = isinstance(fs, pafs.LocalFileSystem)
-    staging = (tempfile.mkdtemp(prefix=".tmp-", dir=os.path.dirname(path) or ".") if local
-               else f"{path}.tmp-{uuid.uuid4().hex[:8]}")
+    fs, path = filesystem_and_path(out)
+    if fs.get_file_info(path).type != pafs.FileType.NotFound and not overwrite:
+        raise DataError(f"output folder '{out}' already exists (pass overwrite to replace it)")
+    with _staging_folder(fs, path) as staging:
+        shards = _ShardWriter(fs, f"{staging}/{SHARD_DIR}", shard_size)
+        manifest["shard"] = shards.write_all(manifest, images)
+        if shards.shape is not None:
+            info.image_size = int(shards.shape[0])
+            info.channels = int(shards.shape[2])
+        _write_metadata(fs, staging, manifest, info)
+    return out
+
+
+@contextmanager
+def _staging_folder(fs: pafs.FileSystem, path: str) -> Iterator[str]:
+    """A folder beside ``path`` that replaces it in one move when the block succeeds, and is
+    removed when it fails: a reader never sees a half-written dataset."""
+    if isinstance(fs, pafs.LocalFileSystem):
+        with atomic_path(path) as tmp:
+            yield str(tmp)
+        return
+    staging = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
     try:
-        fs.create_dir(f"{staging}/{SHARD_DIR}", recursive=True)
-        shard_of = np.zeros(len(manifest), dtype=np.int32)
-        buf_ids: list[int] = []
-        buf_imgs: list[bytes] = []
-        shape = None
-        shard_idx = 0
-
-        def flush() -> None:
-            nonlocal shard_idx, buf_ids, buf_imgs
-            if not buf_ids:
-                return
-            table = pa.table({
-                "sample_id": pa.array(buf_ids, pa.int64()),
-                "image": pa.array(buf_imgs, pa.binary()),
-                "height": pa.array([shape[0]] * len(buf_ids), pa.int32()),
-                "width": pa.array([shape[1]] * len(buf_ids), pa.int32()),
-                "channels": pa.array([shape[2]] * len(buf_ids), pa.int32()),
-            })
-            with fs.open_output_stream(f"{staging}/{SHARD_DIR}/part-{shard_idx:05d}.parquet") as f:
-                pq.write_table(table, f, compression="zstd")
-            shard_idx += 1
-            buf_ids, buf_imgs = [], []
-
-        n_written = 0
-        for i, img in enumerate(images):
-            img = np.ascontiguousarray(img, dtype=np.uint8)
-            if img.ndim == 2:
-                img = img[..., None]
-            if shape is None:
-                shape = img.shape
-            elif img.shape != shape:
-                raise DataError(f"image for row {i} ({manifest['image'].iloc[i]}) has shape {img.shape}, "
-                                f"expected {shape}: all packed images must share one size")
-            shard_of[i] = shard_idx
-            buf_ids.append(int(manifest["sample_id"].iloc[i]))
-            buf_imgs.append(img.tobytes())
-            n_written += 1
-            if len(buf_ids) >= shard_size:
-                flush()
-        flush()
-        if n_written != len(manifest):
-            raise DataError(f"got {n_written} images for {len(manifest)} manifest rows")
-        manifest["shard"] = shard_of
-        if shape is not None:
-            info.image_size = int(shape[0])
-            info.channels = int(shape[2])
-        with fs.open_output_stream(f"{staging}/{MANIFEST_FILE}") as f:
-            pq.write_table(pa.Table.from_pandas(manifest, preserve_index=False), f)
-        with fs.open_output_stream(f"{staging}/{INFO_FILE}") as f:
-            f.write(info.to_json().encode())
-        with fs.open_output_stream(f"{staging}/{SUMMARY_FILE}") as f:
-            f.write(json.dumps(summarise(manifest, info.attributes), indent=2).encode())
+        yield staging
         if fs.get_file_info(path).type != pafs.FileType.NotFound:
             fs.delete_dir(path)
         fs.move(staging, path)
     except BaseException:
         try:
-            if local:
-                shutil.rmtree(staging, ignore_errors=True)
-            else:
-                fs.delete_dir(staging)
-        except Exception:
+            fs.delete_dir(staging)
+        except Exception:  # best effort: the original error matters more
             pass
         raise
-    return out
+
+
+class _ShardWriter:
+    """Packs images into Parquet shards of ``shard_size`` rows; every image must have one shape."""
+
+    def __init__(self, fs: pafs.FileSystem, folder: str, shard_size: int) -> None:
+        fs.create_dir(folder, recursive=True)
+        self.fs, self.folder, self.shard_size = fs, folder, shard_size
+        self.shape: Optional[tuple[int, ...]] = None
+        self.index = 0
+        self._ids: list[int] = []
+        self._images: list[bytes] = []
+
+    def write_all(self, manifest: pd.DataFrame, images: Iterable[np.ndarray]) -> np.ndarray:
+        """Write one image per manifest row; returns each row's shard number."""
+        shard_of = np.zeros(len(manifest), dtype=np.int32)
+        n_written = 0
+        for i, img in enumerate(images):
+            img = self._checked(img, i, manifest)
+            shard_of[i] = self.index
+            self._ids.append(int(manifest["sample_id"].iloc[i]))
+            self._images.append(img.tobytes())
+            n_written += 1
+            if len(self._ids) >= self.shard_size:
+                self._flush()
+        self._flush()
+        if n_written != len(manifest):
+            raise DataError(f"got {n_written} images for {len(manifest)} manifest rows")
+        return shard_of
+
+    def _checked(self, img: np.ndarray, i: int, manifest: pd.DataFrame) -> np.ndarray:
+        img = np.ascontiguousarray(img, dtype=np.uint8)
+        if img.ndim == 2:
+            img = img[..., None]
+        if self.shape is None:
+            self.shape = img.shape
+        elif img.shape != self.shape:
+            raise DataError(f"image for row {i} ({manifest['image'].iloc[i]}) has shape {img.shape}, "
+                            f"expected {self.shape}: all packed images must share one size")
+        return img
+
+    def _flush(self) -> None:
+        if not self._ids:
+            return
+        n, (h, w, c) = len(self._ids), self.shape[:3]
+        table = pa.table({
+            "sample_id": pa.array(self._ids, pa.int64()),
+            "image": pa.array(self._images, pa.binary()),
+            "height": pa.array([h] * n, pa.int32()),
+            "width": pa.array([w] * n, pa.int32()),
+            "channels": pa.array([c] * n, pa.int32()),
+        })
+        with self.fs.open_output_stream(f"{self.folder}/part-{self.index:05d}.parquet") as f:
+            pq.write_table(table, f, compression="zstd")
+        self.index += 1
+        self._ids, self._images = [], []
+
+
+def _write_metadata(fs: pafs.FileSystem, folder: str, manifest: pd.DataFrame, info: DatasetInfo) -> None:
+    with fs.open_output_stream(f"{folder}/{MANIFEST_FILE}") as f:
+        pq.write_table(pa.Table.from_pandas(manifest, preserve_index=False), f)
+    with fs.open_output_stream(f"{folder}/{INFO_FILE}") as f:
+        f.write(info.to_json().encode())
+    with fs.open_output_stream(f"{folder}/{SUMMARY_FILE}") as f:
+        f.write(json.dumps(summarise(manifest, info.attributes), indent=2).encode())
 
 
 @dataclass
@@ -236,7 +262,7 @@ class PackedDataset:
 
 
 def load_manifest(uri: str) -> tuple[pd.DataFrame, DatasetInfo]:
-    fs, path = _filesystem(uri)
+    fs, path = filesystem_and_path(uri)
     for name in (MANIFEST_FILE, INFO_FILE):
         if fs.get_file_info(f"{path}/{name}").type == pafs.FileType.NotFound:
             raise DataError(f"'{uri}' is not a prepared dataset: '{name}' is missing "
@@ -250,7 +276,7 @@ def load_manifest(uri: str) -> tuple[pd.DataFrame, DatasetInfo]:
 def load_packed_dataset(uri: str) -> PackedDataset:
     """Read manifest and shards (local or remote) into memory, images in manifest order."""
     manifest, info = load_manifest(uri)
-    fs, path = _filesystem(uri)
+    fs, path = filesystem_and_path(uri)
     selector = pafs.FileSelector(f"{path}/{SHARD_DIR}")
     files = sorted(fi.path for fi in fs.get_file_info(selector) if fi.path.endswith(".parquet"))
     if not files:

@@ -27,7 +27,10 @@ linear or norm layer):
 * (c) search prior (``prior``): mean D per mask parameter group; the most group-specific
   groups are frozen in a few seed masks.
 
-Statistics per group and layer are tabulated, saved to Parquet and plotted (``stats``).
+Statistics per group and layer are tabulated, saved to Parquet and plotted (``stats``). One
+computation for a model and dataset (``task``) is cached on disk and read by the trials
+(``cache``); the search's use of it (MLflow logging, Tune seed points) is in
+``fairtune_ray.search.fisher_prior``.
 """
 
 from .compute import fisher_param_names, naive_per_group_fisher, per_group_fisher, select_group_samples

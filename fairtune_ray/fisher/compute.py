@@ -24,6 +24,8 @@ from torch import Tensor, nn
 from torch.func import functional_call, grad, vmap
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
+from fairtune_ray.models.lowrank import LowRankLinear
+
 __all__ = [
     "fisher_param_names",
     "per_group_fisher",
@@ -43,13 +45,8 @@ FisherByGroup = dict[int, dict[str, Tensor]]
 
 
 def _is_linear(module: nn.Module) -> bool:
-    if isinstance(module, nn.Linear):
-        return True
-    # Factorised layers (models.lowrank.LowRankLinear) count as linear; imported lazily so that
-    # the fisher package has no import-time dependency on models/.
-    from fairtune_ray.models.lowrank import LowRankLinear
-
-    return isinstance(module, LowRankLinear)
+    """Plain linear layers and factorised ones (``LowRankLinear``) alike."""
+    return isinstance(module, (nn.Linear, LowRankLinear))
 
 
 def fisher_param_names(model: nn.Module, include: Sequence[str] = ("linear", "norm")) -> list[str]:

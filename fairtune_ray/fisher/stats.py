@@ -10,6 +10,8 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 from torch import Tensor
 
 from .neutralise import neutralised_importance, normalise
@@ -69,9 +71,6 @@ def fisher_statistics(
 
 def save_fisher_parquet(df: pd.DataFrame, path: str | Path) -> Path:
     """Write the statistics table with pyarrow; returns the path."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     pq.write_table(pa.Table.from_pandas(df, preserve_index=False), path)
@@ -87,10 +86,11 @@ def _per_layer(df: pd.DataFrame) -> pd.Series:
 
 def plot_disparity(df: pd.DataFrame, path: str | Path, title: str = "Fisher disparity per layer") -> Path:
     """Horizontal bar chart of the mean disparity D per layer (PNG); returns the path."""
+    # lazy: matplotlib (slow to import) only when a plot is drawn, never for a trial
     import matplotlib
 
     matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # lazy: after choosing the headless backend above
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -13,3 +13,11 @@ def canonical_name(name: str) -> str:
             if name.startswith(pre):
                 name, changed = name[len(pre):], True
     return name
+
+
+def short_mask_label(mask: str) -> str:
+    """``space:bits`` as ``space[on/total]`` (e.g. ``attn_mlp_norm[10/18]``); a baseline name as is."""
+    if ":" not in mask:
+        return mask
+    space, bits = mask.split(":", 1)
+    return f"{space}[{bits.count('1')}/{len(bits)}]"

@@ -1,7 +1,8 @@
 """The report's figures, drawn with matplotlib's object API (no pyplot state, no backend switch).
 
-Each ``*_figure`` function takes plain data (dicts, arrays) and returns a ``Figure``;
-``to_png`` turns one into PNG bytes. Every figure has a title, axis labels and a legend.
+Each ``*_figure`` function takes plain data (dicts, arrays) and returns a ``Figure``; ``to_png``
+turns one into PNG bytes. Every figure has a title, axis labels and a legend. The Pareto figure,
+drawn in layers, is in ``pareto_plot``.
 """
 from __future__ import annotations
 
@@ -10,8 +11,10 @@ import math
 from typing import Mapping, Optional, Sequence
 
 import numpy as np
+from matplotlib import colormaps
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
+from matplotlib.patches import Patch
 
 STATUS_STYLE = {
     "completed": {"color": "tab:blue", "label": "completed"},
@@ -29,95 +32,15 @@ def to_png(fig: Figure, dpi: int = 110) -> bytes:
     return buf.getvalue()
 
 
-def _f(v) -> float:
+def as_float(v) -> float:
     try:
         return float(v)
     except (TypeError, ValueError):
         return float("nan")
 
 
-def _finite(*vals) -> bool:
-    return all(math.isfinite(_f(v)) for v in vals)
-
-
-# --------------------------------------------------------------------------- Pareto
-def pareto_figure(trials: Sequence[Mapping], selected_id: Optional[str], rows: Sequence[Mapping],
-                  front_2d: Sequence[str], front_groups: Sequence[str], baseline_ids: Mapping[str, str],
-                  objective: str) -> Figure:
-    """Left: validation overall vs worst-group AUC of every trial (front, selected, baseline trials).
-    Right: the retrained configurations on test, with 95% bootstrap intervals."""
-    fig = Figure(figsize=(13, 5.4))
-    ax, bx = fig.subplots(1, 2)
-    pts = {str(t["trial_id"]): (_f(t["metrics"].get("overall_auc")), _f(t["metrics"].get("min_auc")), t.get("status"))
-           for t in trials}
-    pts = {k: v for k, v in pts.items() if _finite(v[0], v[1])}
-    handles = []
-    for status, style in STATUS_STYLE.items():
-        xs = [v[0] for v in pts.values() if (v[2] or "unknown") == status]
-        ys = [v[1] for v in pts.values() if (v[2] or "unknown") == status]
-        if xs:
-            ax.scatter(xs, ys, s=36, color=style["color"], alpha=0.8, edgecolor="white", linewidth=0.5, zorder=3)
-            handles.append(Line2D([], [], marker="o", ls="", color=style["color"], label=f"trial: {style['label']} ({len(xs)})"))
-    ring = [pts[t] for t in front_groups if t in pts]
-    if ring:
-        ax.scatter([p[0] for p in ring], [p[1] for p in ring], s=110, facecolor="none", edgecolor="black",
-                   linewidth=1.0, zorder=4)
-        handles.append(Line2D([], [], marker="o", ls="", mfc="none", mec="black", ms=10,
-                              label="non-dominated over per-group AUCs"))
-    front = sorted((pts[t] for t in front_2d if t in pts), key=lambda p: p[0])
-    if front:
-        ax.step([p[0] for p in front], [p[1] for p in front], where="pre", color="black", ls="--", lw=1.2, zorder=2)
-        handles.append(Line2D([], [], color="black", ls="--", label="Pareto front (overall vs worst-group AUC)"))
-    markers = {"full": ("s", "tab:green", "full fine-tuning trial (all ones)"),
-               "linear": ("D", "tab:brown", "linear-probe trial (all zeros)")}
-    for kind, tid in baseline_ids.items():
-        if tid in pts and kind in markers:
-            m, c, lab = markers[kind]
-            ax.scatter([pts[tid][0]], [pts[tid][1]], marker=m, s=110, color=c, edgecolor="black", zorder=5)
-            handles.append(Line2D([], [], marker=m, ls="", color=c, mec="black", ms=9, label=lab))
-    if selected_id in pts:
-        x, y, _ = pts[selected_id]
-        ax.scatter([x], [y], marker="*", s=340, color=SELECTED_COLOR, edgecolor="black", zorder=6)
-        ax.annotate("selected", (x, y), xytext=(8, 8), textcoords="offset points", fontsize=9, color=SELECTED_COLOR)
-        handles.append(Line2D([], [], marker="*", ls="", color=SELECTED_COLOR, mec="black", ms=15, label="selected trial"))
-    if pts:
-        lo = min(min(v[0], v[1]) for v in pts.values())
-        hi = max(max(v[0], v[1]) for v in pts.values())
-        pad = max(0.02, 0.05 * (hi - lo))
-        ax.plot([lo - pad, hi + pad], [lo - pad, hi + pad], color="0.75", lw=0.8, ls=":", zorder=1)
-        handles.append(Line2D([], [], color="0.75", ls=":", label="worst group = overall"))
-    else:
-        ax.text(0.5, 0.5, "no trial with defined AUCs", ha="center", va="center", transform=ax.transAxes)
-    ax.set_xlabel("validation overall AUC")
-    ax.set_ylabel("validation worst-group AUC")
-    ax.set_title(f"All trials on validation (best epoch; objective {objective})")
-    ax.grid(alpha=0.3)
-    # worst-group AUC rarely exceeds overall AUC, so the upper-left triangle is free for the legend
-    ax.legend(handles=handles, fontsize=8, loc="upper left", framealpha=0.9)
-
-    drawn = False
-    for i, r in enumerate(rows):
-        x, y = _f(r.get("test/overall_auc")), _f(r.get("test/min_auc"))
-        if not _finite(x, y):
-            continue
-        xe = [[max(0.0, x - _f(r.get("test/overall_auc_lo", x)))], [max(0.0, _f(r.get("test/overall_auc_hi", x)) - x)]]
-        ye = [[max(0.0, y - _f(r.get("test/min_auc_lo", y)))], [max(0.0, _f(r.get("test/min_auc_hi", y)) - y)]]
-        xe, ye = np.nan_to_num(np.array(xe)), np.nan_to_num(np.array(ye))
-        sel = "selected" in str(r.get("method", "")).lower()
-        bx.errorbar([x], [y], xerr=xe, yerr=ye, fmt="*" if sel else "o", ms=16 if sel else 8, capsize=3,
-                    color=METHOD_COLORS[i % len(METHOD_COLORS)], mec="black", label=str(r.get("method")), zorder=3)
-        drawn = True
-    if not drawn:
-        bx.text(0.5, 0.5, "no retrained results", ha="center", va="center", transform=bx.transAxes)
-    bx.set_xlabel("test overall AUC")
-    bx.set_ylabel("test worst-group AUC")
-    bx.set_title("Retrained configurations on test (95% bootstrap CI)")
-    bx.grid(alpha=0.3)
-    if drawn:
-        bx.legend(fontsize=8, loc="lower right")
-    fig.suptitle("Overall AUC against worst-group AUC", fontsize=13)
-    fig.tight_layout()
-    return fig
+def all_finite(*vals) -> bool:
+    return all(math.isfinite(as_float(v)) for v in vals)
 
 
 # --------------------------------------------------------------------------- masks
@@ -125,14 +48,13 @@ def mask_heatmap_figure(trials: Sequence[Mapping], bit_keys: Sequence[str], grou
                         objective: str, mode: str, selected_id: Optional[str], top: int = 15) -> Figure:
     """Rows: the top trials by validation objective (best first); columns: parameter groups.
     A trained group is coloured by the trial's objective; a frozen group is light grey."""
-    from matplotlib import colormaps
-
-    ok = [t for t in trials if math.isfinite(_f(t.get("objective")))]
-    ok.sort(key=lambda t: _f(t["objective"]), reverse=(mode == "max"))
+    ok = [t for t in trials if math.isfinite(as_float(t.get("objective")))]
+    ok.sort(key=lambda t: as_float(t["objective"]), reverse=(mode == "max"))
     shown = ok[:top]
     n, k = len(shown), len(bit_keys)
-    bits = np.array([[int(_f(t["config"].get(b, 0)) or 0) for b in bit_keys] for t in shown], dtype=float).reshape(n, k)
-    obj = np.array([_f(t["objective"]) for t in shown])
+    bits = np.array([[int(as_float(t["config"].get(b, 0)) or 0) for b in bit_keys] for t in shown],
+                    dtype=float).reshape(n, k)
+    obj = np.array([as_float(t["objective"]) for t in shown])
     data = np.where(bits > 0, obj[:, None], np.nan)
     fig = Figure(figsize=(max(7.5, 0.42 * k + 4.5), max(3.2, 0.36 * n + 2.4)))
     ax = fig.subplots()
@@ -146,9 +68,9 @@ def mask_heatmap_figure(trials: Sequence[Mapping], bit_keys: Sequence[str], grou
     labels = []
     for t in shown:
         star = "\u2605 " if str(t["trial_id"]) == str(selected_id) else ""
-        lr = _f(t["config"].get("lr"))
-        labels.append(f"{star}{t['trial_id']}  {_f(t['objective']):.3f}  lr {lr:.1e}  "
-                      f"({int(sum(int(_f(t['config'].get(b, 0)) or 0) for b in bit_keys))}/{k})")
+        lr = as_float(t["config"].get("lr"))
+        labels.append(f"{star}{t['trial_id']}  {as_float(t['objective']):.3f}  lr {lr:.1e}  "
+                      f"({int(sum(int(as_float(t['config'].get(b, 0)) or 0) for b in bit_keys))}/{k})")
     ax.set_yticks(range(n))
     ax.set_yticklabels(labels, fontsize=8, family="monospace")
     ax.set_xticks(np.arange(-0.5, k, 1), minor=True)
@@ -161,8 +83,6 @@ def mask_heatmap_figure(trials: Sequence[Mapping], bit_keys: Sequence[str], grou
     ax.set_title(f"Masks of the top {n} trials ({best} validation {objective} first)", pad=30)
     cb = fig.colorbar(im, ax=ax, fraction=0.04, pad=0.02)
     cb.set_label(f"validation {objective} of the trial (trained groups)")
-    from matplotlib.patches import Patch
-
     ax.legend(handles=[Patch(facecolor="#ececec", edgecolor="0.7", label="frozen group"),
                        Patch(facecolor=cmap(0.7), label="trained group (colour = objective)")],
               fontsize=8, loc="lower left", bbox_to_anchor=(0.0, 1.0), ncol=2, frameon=False)
@@ -172,8 +92,9 @@ def mask_heatmap_figure(trials: Sequence[Mapping], bit_keys: Sequence[str], grou
 
 # --------------------------------------------------------------------------- ROC
 def roc_figure(curves: Mapping[str, Mapping[str, tuple]], aucs: Mapping[str, Mapping[str, float]],
-               counts: Mapping[str, tuple[int, int]]) -> Figure:
-    """``curves[method][group] = (fpr, tpr)``: one panel per group (overall first), one curve per method."""
+               counts: Mapping[str, tuple[int, int]], selected: Optional[str] = None) -> Figure:
+    """``curves[method][group] = (fpr, tpr)``: one panel per group (overall first), one curve per method;
+    ``selected`` names the selected configuration's method, drawn thicker."""
     groups: list[str] = []
     for per in curves.values():
         for g in per:
@@ -191,7 +112,7 @@ def roc_figure(curves: Mapping[str, Mapping[str, tuple]], aucs: Mapping[str, Map
             if g not in per:
                 continue
             fpr, tpr = per[g]
-            sel = "selected" in method.lower()
+            sel = method == selected
             ax.plot(fpr, tpr, color=METHOD_COLORS[i % len(METHOD_COLORS)], lw=2.4 if sel else 1.5,
                     label=f"{method} (AUC {aucs.get(method, {}).get(g, float('nan')):.3f})")
         ax.plot([0, 1], [0, 1], color="0.7", ls=":", lw=0.8, label="chance")
@@ -286,8 +207,6 @@ def per_layer_disparity(df) -> "list[tuple[str, float]]":
 
 def fisher_figure(df) -> Figure:
     """Horizontal bars of Fisher disparity per layer, coloured by the kind of layer."""
-    from matplotlib.patches import Patch
-
     layers = per_layer_disparity(df)
     n = max(len(layers), 1)
     fig = Figure(figsize=(9, min(0.28 * n + 1.8, 40)))

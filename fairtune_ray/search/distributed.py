@@ -1,4 +1,4 @@
-"""Multi-worker trials (``trial.workers: N > 1``) and GPU sharing for single-worker trials.
+"""Multi-worker trials (``trial.workers: N > 1``): a Ray Train V2 ``TorchTrainer`` per Tune trial.
 
 A multi-worker trial is still one Ray Tune function trial, but it only drives: it builds and fits a
 Ray Train (V2) ``TorchTrainer`` with N workers. Every worker runs the same inner loop
@@ -15,38 +15,36 @@ refuses to run under V1, whose Tune integration is different.
 """
 from __future__ import annotations
 
+import logging
 import threading
-import traceback
 from typing import Optional
 
 import ray
 import torch
+from accelerate import Accelerator
+from mlflow.tracking import MlflowClient
+from ray import tune
+from ray.train import FailureConfig, LoggingConfig, RunConfig, ScalingConfig
+from ray.train.torch import TorchConfig, TorchTrainer
+from ray.train.v2._internal.constants import is_v2_enabled
+from ray.train.v2._internal.execution.callback import WorkerGroupCallback
+from ray.tune.integration.ray_train import TuneReportCallback
+from ray.util.placement_group import remove_placement_group
 
 from fairtune_ray.config import ExperimentConfig
 from fairtune_ray.data.manifest import PackedDataset
 from fairtune_ray.models.shipping import CheckpointLike
+from fairtune_ray.search.child_run import failure_reason, node_info, open_child_run
+from fairtune_ray.search.epoch_hook import load_epoch_hook
+from fairtune_ray.tracking.mlflow_runs import log_metrics
+from fairtune_ray.training.loop import fine_tune, resolve_mixed_precision
+from fairtune_ray.training.process import set_trial_threads
 from fairtune_ray.training.spec import TrialSpec
-
-
-def cap_gpu_memory(gpu_fraction: float) -> bool:
-    """With a fractional GPU (e.g. 0.25 packs 4 trials on one GPU), keep this process within its
-    share of the device's memory. Ray already restricts CUDA_VISIBLE_DEVICES to the assigned GPU, so
-    it is device 0 here. No-op on the CPU or with whole GPUs; returns whether a cap was set."""
-    if not (0 < gpu_fraction < 1) or not torch.cuda.is_available():
-        return False
-    torch.cuda.set_per_process_memory_fraction(float(gpu_fraction), device=0)
-    return True
-
-
-def node_info() -> dict:
-    """Where this process runs: Ray node id (distinct per node even on one machine) and IP."""
-    ctx = ray.get_runtime_context()
-    return {"node_id": ctx.get_node_id(), "node_ip": ray.util.get_node_ip_address()}
 
 
 def _train_storage() -> dict:
     """Put the Train run's folder inside the Tune trial's folder (same filesystem: local or S3)."""
-    try:
+    try:  # optional: an internal Ray Train API (no public accessor for the trial's storage)
         from ray.train._internal.session import get_session
 
         storage = get_session().storage
@@ -79,8 +77,6 @@ class PlacementGroupReaper:
         self._done.set()
 
     def watch(self, poll_s: float = 1.0) -> None:
-        from ray.util.placement_group import remove_placement_group
-
         ref, owner_gone = self._owner.__ray_ready__.remote(), False
         while not self._done.is_set():
             ready, _ = ray.wait([ref], timeout=poll_s)
@@ -104,19 +100,15 @@ class PlacementGroupReaper:
         ray.kill(ray.get_runtime_context().current_actor, no_restart=True)
 
 
-def _reaper_callback(reaper):
+class RegisterPlacementGroup(WorkerGroupCallback):
     """A Train controller callback that hands each new worker group's placement group to the reaper."""
-    from ray.train.v2._internal.execution.callback import WorkerGroupCallback
 
-    class RegisterPlacementGroup(WorkerGroupCallback):
-        def __init__(self, reaper_handle):
-            self.reaper = reaper_handle
+    def __init__(self, reaper_handle):
+        self.reaper = reaper_handle
 
-        def after_worker_group_start(self, worker_group) -> None:
-            pg = worker_group.get_worker_group_state().placement_group_handle.placement_group
-            ray.get(self.reaper.register.remote(pg))
-
-    return RegisterPlacementGroup(reaper)
+    def after_worker_group_start(self, worker_group) -> None:
+        pg = worker_group.get_worker_group_state().placement_group_handle.placement_group
+        ray.get(self.reaper.register.remote(pg))
 
 
 def start_reaper():
@@ -130,9 +122,7 @@ def start_reaper():
     return reaper
 
 
-def scaling_config(cfg: ExperimentConfig):
-    from ray.train import ScalingConfig
-
+def scaling_config(cfg: ExperimentConfig) -> ScalingConfig:
     res = cfg.trial.resources
     per_worker = {"CPU": float(res.cpu)}
     if res.gpu > 0:
@@ -143,14 +133,6 @@ def scaling_config(cfg: ExperimentConfig):
 def run_distributed_trial(cfg: ExperimentConfig, spec: TrialSpec, data: PackedDataset, checkpoint: CheckpointLike,
                           space_name: str, tracking: Optional[dict]) -> None:
     """The Tune function body of a multi-worker trial: fit a TorchTrainer, forward metrics to Tune."""
-    from ray import tune
-    from ray.train import FailureConfig, LoggingConfig, RunConfig
-    from ray.train.torch import TorchConfig, TorchTrainer
-    from ray.train.v2._internal.constants import is_v2_enabled
-    from ray.tune.integration.ray_train import TuneReportCallback
-
-    from fairtune_ray.search.trial import open_child_run
-
     if not is_v2_enabled():
         raise RuntimeError("multi-worker trials need Ray Train V2: unset RAY_TRAIN_V2_ENABLED or set it to 1")
     ctx = tune.get_context()
@@ -172,7 +154,7 @@ def run_distributed_trial(cfg: ExperimentConfig, spec: TrialSpec, data: PackedDa
         scaling_config=scaling_config(cfg),
         # Retries are Tune's job (search.max_failures): a failed worker group fails the trial.
         run_config=RunConfig(name=f"train_{trial_id}",
-                             callbacks=[TuneReportCallback()] + ([_reaper_callback(reaper)] if reaper else []),
+                             callbacks=[TuneReportCallback()] + ([RegisterPlacementGroup(reaper)] if reaper else []),
                              failure_config=FailureConfig(max_failures=0),
                              logging_config=LoggingConfig(log_level="WARNING"),  # not every report's full dict
                              **_train_storage()),
@@ -186,7 +168,7 @@ def run_distributed_trial(cfg: ExperimentConfig, spec: TrialSpec, data: PackedDa
         raise
     except Exception as err:
         if logger is not None:
-            logger.finish("failed", reason=f"{type(err).__name__}: {err}\n{traceback.format_exc()[-3000:]}")
+            logger.finish("failed", reason=failure_reason(err))
         raise
     if reaper is not None:
         reaper.stop.remote()  # fit returned: the controller removed its placement group itself
@@ -197,9 +179,7 @@ def run_distributed_trial(cfg: ExperimentConfig, spec: TrialSpec, data: PackedDa
 def _quiet_train_reports() -> None:
     """Ray Train logs every report's whole metrics dict at INFO on a logger named by its file path,
     which ``LoggingConfig`` does not reach; keep the console readable."""
-    import logging
-
-    try:
+    try:  # optional: an internal module of Ray Train, absent in other Ray versions
         from ray.train.v2._internal.execution import context as train_context
 
         logging.getLogger(train_context.__file__).setLevel(logging.WARNING)
@@ -209,13 +189,6 @@ def _quiet_train_reports() -> None:
 
 def _worker_loop(config: dict) -> None:
     """Runs on each Ray Train worker: the inner loop under Accelerate, reporting every epoch."""
-    from accelerate import Accelerator
-    from mlflow.tracking import MlflowClient
-
-    from fairtune_ray.search.trial import inject_fault, set_trial_threads
-    from fairtune_ray.tracking.mlflow_runs import log_metrics
-    from fairtune_ray.training.loop import fine_tune, resolve_mixed_precision
-
     _quiet_train_reports()
     cfg = ExperimentConfig.model_validate(config["cfg"])
     spec = TrialSpec(**config["spec"])
@@ -230,9 +203,11 @@ def _worker_loop(config: dict) -> None:
     here = node_info()
     if client is not None:
         client.set_tag(config["run_id"], "rank0_node", here["node_id"])
+    hook = load_epoch_hook()
 
     def on_epoch(epoch: int, record: dict) -> None:
-        inject_fault(epoch, spec, config.get("trial_dir"), rank=rank)
+        if hook is not None:
+            hook(epoch=epoch, spec=spec, trial_dir=config.get("trial_dir"), rank=rank)
         record = dict(record, world_size=accelerator.num_processes)
         if client is not None:
             if epoch == 1:

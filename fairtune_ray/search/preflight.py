@@ -6,13 +6,11 @@ import os
 import torch
 
 from fairtune_ray.config import ConfigError, ExperimentConfig
-from fairtune_ray.models import MaskSpaceError, get_space
+from fairtune_ray.models import MaskSpaceError, create_backbone, get_space
 
 
 def structure_model(cfg: ExperimentConfig):
     """The backbone's module structure without downloading weights (mask spaces need only names)."""
-    from fairtune_ray.models import create_backbone
-
     shape_only = cfg.backbone.model_copy(update={"pretrained": False, "checkpoint": None})
     return create_backbone(shape_only, num_classes=1)
 

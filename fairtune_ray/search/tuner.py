@@ -36,6 +36,14 @@ def progress_reporter() -> tune.CLIReporter:
         parameter_columns={"lr": "lr"}, max_report_frequency=15, sort_by_metric=True)
 
 
+def trial_resources(cfg: ExperimentConfig) -> dict:
+    """What Tune reserves per trial. A multi-worker trial only drives a TorchTrainer: its workers hold
+    the real resources (Ray rejects an empty request, hence a small CPU fraction)."""
+    if cfg.trial.workers > 1:
+        return {"cpu": 0.01, "gpu": 0}
+    return {"cpu": cfg.trial.resources.cpu, "gpu": cfg.trial.resources.gpu}
+
+
 def build_tuner(cfg: ExperimentConfig, trainable: Callable, param_space: dict, points: list[dict],
                 storage_path: str, name: str, callbacks: Optional[list] = None, *,
                 scheduler: Optional[TrialScheduler] = None, stop: Any = None,
@@ -44,12 +52,8 @@ def build_tuner(cfg: ExperimentConfig, trainable: Callable, param_space: dict, p
     trains every trial to the end), ``stop`` is Tune's stop criterion (e.g. an epoch budget);
     the benchmarks use both to run a FairTune-style search through the same code."""
     objective = parse_objective(cfg.train.objective)
-    resources = {"cpu": cfg.trial.resources.cpu, "gpu": cfg.trial.resources.gpu}
-    if cfg.trial.workers > 1:
-        # The trial itself only drives a TorchTrainer; its workers hold the real resources.
-        resources = {"cpu": 0.01, "gpu": 0}
     return tune.Tuner(
-        tune.with_resources(trainable, resources),
+        tune.with_resources(trainable, trial_resources(cfg)),
         param_space=param_space,
         tune_config=tune.TuneConfig(
             metric=TUNE_METRIC, mode=objective.mode, search_alg=make_searcher(cfg, points),

@@ -17,11 +17,14 @@ import torch
 import torch.nn as nn
 from accelerate import Accelerator
 from accelerate.utils import set_seed
+from timm.scheduler import CosineLRScheduler
 
 from fairtune_ray.config import ExperimentConfig
 from fairtune_ray.data.loading import BatchTransform, make_loader, split_tensors
 from fairtune_ray.data.manifest import PackedDataset
 from fairtune_ray.metrics import compute_metrics, parse_objective
+from fairtune_ray.metrics.objectives import Objective
+from fairtune_ray.models import backbone_data_config
 from fairtune_ray.models.shipping import CheckpointLike
 from fairtune_ray.training.setup import build_model
 from fairtune_ray.training.spec import TrialSpec
@@ -79,6 +82,123 @@ def predict(model: nn.Module, loader, transform: BatchTransform, accelerator: Ac
     return SplitScores(torch.cat(ys).numpy(), torch.cat(ss).numpy(), torch.cat(gs).numpy())
 
 
+@dataclass
+class _Run:
+    """Everything one fine-tune holds between its steps (built once, used every epoch)."""
+
+    cfg: ExperimentConfig
+    spec: TrialSpec
+    accelerator: Accelerator
+    model: nn.Module
+    trainable: int
+    penalty: Optional[nn.Module]
+    transform: BatchTransform
+    train_loader: object
+    eval_loaders: dict
+    optimizer: torch.optim.Optimizer
+    scheduler: CosineLRScheduler
+    loss_fn: nn.Module
+    group_names: dict
+    step: int = 0
+    seen: int = 0
+    train_time: float = 0.0
+
+
+def make_accelerator(cfg: ExperimentConfig) -> Accelerator:
+    return Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=resolve_mixed_precision(cfg.train.mixed_precision))
+
+
+def make_optimizer(cfg: ExperimentConfig, model: nn.Module, lr: float) -> torch.optim.Optimizer:
+    """AdamW or SGD over the trainable parameters; no weight decay on biases and norms (ndim <= 1)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    groups = [{"params": [p for p in params if p.ndim > 1], "weight_decay": cfg.train.weight_decay},
+              {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0}]
+    if cfg.train.optimizer == "adamw":
+        return torch.optim.AdamW(groups, lr=lr)
+    return torch.optim.SGD(groups, lr=lr, momentum=cfg.train.momentum)
+
+
+def make_lr_scheduler(cfg: ExperimentConfig, optimizer, lr: float, epochs: int, steps_per_epoch: int) -> CosineLRScheduler:
+    """timm's per-step schedule: linear warm-up from lr/100, then cosine down to lr/100."""
+    total_steps = epochs * steps_per_epoch
+    warmup = min(int(cfg.train.warmup_epochs * steps_per_epoch), total_steps - 1)
+    return CosineLRScheduler(optimizer, t_initial=total_steps, lr_min=lr * 0.01, warmup_t=warmup,
+                             warmup_lr_init=lr * 0.01, t_in_epochs=False)
+
+
+def make_loss(cfg: ExperimentConfig, train_labels: torch.Tensor, device) -> nn.Module:
+    """BCE on the logit; with ``data.class_weights`` positives weighted by negatives/positives."""
+    pos_weight = None
+    if cfg.data.class_weights:
+        pos = train_labels.float().mean().clamp(1e-3, 1 - 1e-3)
+        pos_weight = ((1 - pos) / pos).to(device)
+    return nn.BCEWithLogitsLoss(pos_weight=pos_weight)
+
+
+def _build_run(cfg: ExperimentConfig, spec: TrialSpec, data: PackedDataset, checkpoint: CheckpointLike,
+               splits: set[str], accelerator: Accelerator, epochs: int) -> _Run:
+    attribute = cfg.data.sensitive_attribute
+    model, trainable, penalty = build_model(cfg, spec, checkpoint, data)
+    train_split = split_tensors(data, "train", attribute)
+    train_loader = make_loader(train_split, cfg.data.batch_size, train=True,
+                               group_balanced=cfg.data.group_balanced, seed=spec.seed)
+    eval_loaders = {s: make_loader(split_tensors(data, s, attribute), cfg.data.eval_batch_size, train=False)
+                    for s in splits}
+    transform = BatchTransform(backbone_data_config(model), augment=cfg.data.augment)
+    optimizer = make_optimizer(cfg, model, spec.lr)
+    model, optimizer, train_loader = accelerator.prepare(model, optimizer, train_loader)
+    eval_loaders = {k: accelerator.prepare(v) for k, v in eval_loaders.items()}
+    scheduler = make_lr_scheduler(cfg, optimizer, spec.lr, epochs, max(1, len(train_loader)))
+    return _Run(cfg, spec, accelerator, model, trainable, penalty.to(accelerator.device) if penalty is not None else None,
+                transform, train_loader, eval_loaders, optimizer, scheduler,
+                make_loss(cfg, train_split.labels, accelerator.device), data.info.attributes[attribute])
+
+
+def _train_epoch(run: _Run, epoch: int) -> float:
+    """One pass over the training loader; returns the mean training loss."""
+    run.model.train()
+    t0 = time.perf_counter()
+    loss_sum, n_batches = 0.0, 0
+    for images, labels, _groups in run.train_loader:
+        logits = run.model(run.transform(images, train=True)).float().view(-1)
+        loss = run.loss_fn(logits, labels.float())
+        if run.penalty is not None:
+            loss = loss + run.penalty(run.model)
+        if not torch.isfinite(loss):
+            raise NonFiniteLossError(f"training loss became {loss.item()} at epoch {epoch}, step {run.step} "
+                                     f"(mask {run.spec.mask}, lr {run.spec.lr:g})")
+        run.accelerator.backward(loss)
+        run.optimizer.step()
+        run.optimizer.zero_grad(set_to_none=True)
+        run.step += 1
+        run.scheduler.step_update(run.step)
+        loss_sum += loss.item()
+        n_batches += 1
+        run.seen += len(labels)
+    run.train_time += time.perf_counter() - t0
+    return loss_sum / max(1, n_batches)
+
+
+def _evaluate(run: _Run, split: str) -> tuple[SplitScores, dict]:
+    scores = predict(run.model, run.eval_loaders[split], run.transform, run.accelerator)
+    return scores, compute_metrics(scores.labels, scores.scores, scores.groups, run.group_names)
+
+
+@dataclass
+class _Best:
+    """The best epoch so far by the validation objective (NaN never wins over a number)."""
+
+    objective: Objective
+    value: Optional[float] = None
+    epoch: int = -1
+    record: dict = field(default_factory=dict)
+    state: Optional[dict] = None
+
+    def offer(self, epoch: int, value: float, record: dict, model: nn.Module) -> None:
+        if self.value is None or (not math.isnan(value) and (math.isnan(self.value) or self.objective.better(value, self.value))):
+            self.value, self.epoch, self.record, self.state = value, epoch, record, trainable_state(model)
+
+
 def fine_tune(
     cfg: ExperimentConfig,
     spec: TrialSpec,
@@ -95,98 +215,37 @@ def fine_tune(
     t0 = time.perf_counter()
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
-    accelerator = accelerator or Accelerator(cpu=not torch.cuda.is_available(),
-                                             mixed_precision=resolve_mixed_precision(cfg.train.mixed_precision))
+    accelerator = accelerator or make_accelerator(cfg)
     set_seed(spec.seed)
     objective = parse_objective(cfg.train.objective)
-    attribute = cfg.data.sensitive_attribute
-    group_names = data.info.attributes[attribute]
     epochs = spec.epochs or cfg.train.epochs
-
-    model, trainable, penalty = build_model(cfg, spec, checkpoint, data)
-    total = sum(p.numel() for p in model.parameters())
-    transform = BatchTransform(model_data_config(model), augment=cfg.data.augment)
-
-    train_split = split_tensors(data, "train", attribute)
-    train_loader = make_loader(train_split, cfg.data.batch_size, train=True,
-                               group_balanced=cfg.data.group_balanced, seed=spec.seed)
-    eval_loaders = {s: make_loader(split_tensors(data, s, attribute), cfg.data.eval_batch_size, train=False)
-                    for s in {"val", *final_splits}}
-
-    params = [p for p in model.parameters() if p.requires_grad]
-    decay = [p for p in params if p.ndim > 1]
-    no_decay = [p for p in params if p.ndim <= 1]
-    groups_ = [{"params": decay, "weight_decay": cfg.train.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    if cfg.train.optimizer == "adamw":
-        optimizer = torch.optim.AdamW(groups_, lr=spec.lr)
-    else:
-        optimizer = torch.optim.SGD(groups_, lr=spec.lr, momentum=cfg.train.momentum)
-
-    model, optimizer, train_loader = accelerator.prepare(model, optimizer, train_loader)
-    eval_loaders = {k: accelerator.prepare(v) for k, v in eval_loaders.items()}
-    if penalty is not None:
-        penalty = penalty.to(accelerator.device)
-
-    steps_per_epoch = max(1, len(train_loader))
-    total_steps = epochs * steps_per_epoch
-    warmup = min(int(cfg.train.warmup_epochs * steps_per_epoch), total_steps - 1)
-    from timm.scheduler import CosineLRScheduler  # timm's scheduler: warm-up + cosine per step
-
-    scheduler = CosineLRScheduler(optimizer, t_initial=total_steps, lr_min=spec.lr * 0.01, warmup_t=warmup,
-                                  warmup_lr_init=spec.lr * 0.01, t_in_epochs=False)
-    pos_weight = None
-    if cfg.data.class_weights:
-        pos = train_split.labels.float().mean().clamp(1e-3, 1 - 1e-3)
-        pos_weight = ((1 - pos) / pos).to(accelerator.device)
-    loss_fn = nn.BCEWithLogitsLoss(pos_weight=pos_weight)
-
+    run = _build_run(cfg, spec, data, checkpoint, {"val", *final_splits}, accelerator, epochs)
     history: list[dict] = []
-    best_value, best_epoch, best_state, best_val = None, -1, None, {}
-    step, seen, train_time = 0, 0, 0.0
+    best = _Best(objective)
     for epoch in range(1, epochs + 1):
-        model.train()
-        te = time.perf_counter()
-        loss_sum, n_batches = 0.0, 0
-        for images, labels, _groups in train_loader:
-            logits = model(transform(images, train=True)).float().view(-1)
-            loss = loss_fn(logits, labels.float())
-            if penalty is not None:
-                loss = loss + penalty(model)
-            if not torch.isfinite(loss):
-                raise NonFiniteLossError(f"training loss became {loss.item()} at epoch {epoch}, step {step} "
-                                         f"(mask {spec.mask}, lr {spec.lr:g})")
-            accelerator.backward(loss)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            step += 1
-            scheduler.step_update(step)
-            loss_sum += loss.item()
-            n_batches += 1
-            seen += len(labels)
-        train_time += time.perf_counter() - te
-        val = predict(model, eval_loaders["val"], transform, accelerator)
-        val_metrics = compute_metrics(val.labels, val.scores, val.groups, group_names)
+        train_loss = _train_epoch(run, epoch)
+        _, val_metrics = _evaluate(run, "val")
         value = objective.value(val_metrics)
-        record = {"epoch": epoch, "train/loss": loss_sum / max(1, n_batches), "lr": optimizer.param_groups[0]["lr"],
-                  "objective": value, "trainable_params": trainable, **prefixed(val_metrics, "val")}
+        record = {"epoch": epoch, "train/loss": train_loss, "lr": run.optimizer.param_groups[0]["lr"],
+                  "objective": value, "trainable_params": run.trainable, **prefixed(val_metrics, "val")}
         history.append(record)
-        if best_value is None or (not math.isnan(value) and (math.isnan(best_value) or objective.better(value, best_value))):
-            best_value, best_epoch, best_val = value, epoch, record
-            best_state = trainable_state(accelerator.unwrap_model(model))
+        best.offer(epoch, value, record, accelerator.unwrap_model(run.model))
         if on_epoch is not None:
-            on_epoch(epoch, dict(record, best_objective=best_value, best_epoch=best_epoch))
+            on_epoch(epoch, dict(record, best_objective=best.value, best_epoch=best.epoch))
+    return _finish(run, best, history, final_splits, t0)
 
-    unwrapped = accelerator.unwrap_model(model)
-    if best_state is not None and cfg.train.select_epoch == "best":
-        unwrapped.load_state_dict(best_state, strict=False)
-    result = FitResult(spec, trainable, total, best_epoch, best_val, history)
+
+def _finish(run: _Run, best: _Best, history: list[dict], final_splits: tuple[str, ...], t0: float) -> FitResult:
+    """Restore the best epoch (``train.select_epoch: best``) and score the final splits with it."""
+    if best.state is not None and run.cfg.train.select_epoch == "best":
+        run.accelerator.unwrap_model(run.model).load_state_dict(best.state, strict=False)
+    total = sum(p.numel() for p in run.model.parameters())
+    result = FitResult(run.spec, run.trainable, total, best.epoch, best.record, history)
     for split in final_splits:
-        sc = predict(model, eval_loaders[split], transform, accelerator)
-        result.scores[split] = sc
-        result.final[split] = compute_metrics(sc.labels, sc.scores, sc.groups, group_names)
-    result.scores["val"] = predict(model, eval_loaders["val"], transform, accelerator)
+        result.scores[split], result.final[split] = _evaluate(run, split)
+    result.scores["val"] = predict(run.model, run.eval_loaders["val"], run.transform, run.accelerator)
     result.seconds = time.perf_counter() - t0
-    result.train_samples_per_s = seen / max(train_time, 1e-9)
+    result.train_samples_per_s = run.seen / max(run.train_time, 1e-9)
     return result
 
 
@@ -196,6 +255,4 @@ def trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
 
 
 def model_data_config(model: nn.Module) -> dict:
-    from fairtune_ray.models import backbone_data_config
-
     return backbone_data_config(model)

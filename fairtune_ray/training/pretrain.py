@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 import time
 from pathlib import Path
 
@@ -54,11 +52,7 @@ def ensure_pretrained(cfg: ExperimentConfig, log=print, force: bool = False) -> 
         return path
     log(f"pre-training the micro backbone on the synthetic source task -> {path}")
     model, stats = pretrain_micro(cfg)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    os.close(fd)
-    save_backbone(model, tmp)
-    os.replace(tmp, path)  # atomic: concurrent readers never see half a file
+    save_backbone(model, path)  # atomic itself: concurrent readers never see half a file
     log(f"pre-trained in {stats['seconds']:.0f}s, source val accuracy {stats['val_acc']:.3f}")
     return path
 

@@ -7,7 +7,10 @@ import torch.nn as nn
 
 from fairtune_ray.config import ExperimentConfig
 from fairtune_ray.data.manifest import PackedDataset
-from fairtune_ray.models import Mask, apply_mask, create_backbone
+from fairtune_ray.fisher.cache import load_importance
+from fairtune_ray.fisher.penalty import EWCPenalty
+from fairtune_ray.models import Mask, apply_mask, create_backbone, head_param_names
+from fairtune_ray.models.lowrank import factorise_linears
 from fairtune_ray.models.shipping import CheckpointLike
 from fairtune_ray.training.spec import TrialSpec
 
@@ -35,25 +38,24 @@ def build_model(cfg: ExperimentConfig, spec: TrialSpec, checkpoint: CheckpointLi
     if not spec.uses_fisher:
         return model, trainable, penalty
 
-    from fairtune_ray.fisher.integration import load_importance
-
     importance = load_importance(cfg.fisher.importance_path, spec.gamma)
     if spec.rank > 0 and spec.factorise:
-        from fairtune_ray.models.lowrank import factorise_linears
-
         factorise_linears(model, importance, spec.rank, spec.factorise)
         trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     if spec.ewc_lambda > 0:
-        from fairtune_ray.fisher.penalty import EWCPenalty
-
-        from fairtune_ray.models import head_param_names
-
-        head = set(head_param_names(model))
-        params = {n for n, p in model.named_parameters() if p.requires_grad and n not in head}
-        selected = {n: t for n, t in importance.items() if n in params}
-        if selected:
-            total = sum(float(t.sum()) for t in selected.values())
-            count = sum(t.numel() for t in selected.values())
-            scale = count / total if total > 0 else 1.0
-            penalty = EWCPenalty(model, {n: t * scale for n, t in selected.items()}, spec.ewc_lambda, strict=False)
+        penalty = ewc_penalty(model, importance, spec.ewc_lambda)
     return model, trainable, penalty
+
+
+def ewc_penalty(model: nn.Module, importance: dict, ewc_lambda: float) -> Optional[EWCPenalty]:
+    """The EWC penalty over the trainable backbone parameters that have an importance, with I'
+    rescaled to mean 1 over them (None when no trainable parameter has one)."""
+    head = set(head_param_names(model))
+    params = {n for n, p in model.named_parameters() if p.requires_grad and n not in head}
+    selected = {n: t for n, t in importance.items() if n in params}
+    if not selected:
+        return None
+    total = sum(float(t.sum()) for t in selected.values())
+    count = sum(t.numel() for t in selected.values())
+    scale = count / total if total > 0 else 1.0
+    return EWCPenalty(model, {n: t * scale for n, t in selected.items()}, ewc_lambda, strict=False)

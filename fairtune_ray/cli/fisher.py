@@ -8,11 +8,13 @@ search does.
 from __future__ import annotations
 
 import argparse
+import os
+
+from fairtune_ray.cli.common import load_args_config
+from fairtune_ray.common.tables import format_table
 
 
 def _fmt_table(summary, top: int | None) -> str:
-    from fairtune_ray.reporting.tables import format_table
-
     rows = summary.head(top) if top else summary
     shown = [{"layer": r.layer, "numel": f"{int(r.numel):,}", "disparity": f"{r.mean_disparity:.3e}",
               "importance": f"{100 * r.importance_share:.2f}%"} for r in rows.itertuples()]
@@ -21,18 +23,16 @@ def _fmt_table(summary, top: int | None) -> str:
 
 
 def cmd_fisher(args) -> int:
-    from fairtune_ray.cli import _load
+    # lazy: torch (and Ray with --ray), only for this command
     from fairtune_ray.data.loading import load_dataset
-    from fairtune_ray.fisher.integration import compute_fisher, layer_summary
+    from fairtune_ray.fisher.cache import compute_fisher, layer_summary
     from fairtune_ray.training.pretrain import resolve_checkpoint
 
-    cfg = _load(args)
+    cfg = load_args_config(args)
     data = load_dataset(cfg.data)
     checkpoint = resolve_checkpoint(cfg)
     if args.ray:
-        import os
-
-        import ray
+        import ray  # lazy: only with --ray
 
         if not ray.is_initialized():
             address = os.environ.get("RAY_ADDRESS")

@@ -5,7 +5,7 @@ import argparse
 
 
 def cmd_report(args) -> int:
-    from fairtune_ray.reporting.report import report_target
+    from fairtune_ray.reporting.report import report_target  # lazy: MLflow and matplotlib
 
     path = report_target(args.target, tracking_uri=args.tracking_uri, out=args.out)
     print(f"report: {path.resolve()}")

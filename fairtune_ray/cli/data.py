@@ -1,8 +1,8 @@
 """``fairtune-ray data prepare <dataset> --root DIR --out DIR ...``: the command-line face of
 :mod:`fairtune_ray.data.prepare`.
 
-The main CLI calls :func:`register` with its sub-parsers; until then, and for scripting,
-``python -m fairtune_ray.data.cli_prepare <dataset> --root ... --out ...`` works on its own
+The main CLI calls :func:`register` with its sub-parsers; for scripting,
+``python -m fairtune_ray.cli.data <dataset> --root ... --out ...`` works on its own
 (``data prepare`` in front is accepted too).
 """
 from __future__ import annotations
@@ -15,6 +15,7 @@ from typing import Optional, Sequence
 
 from fairtune_ray.data.adapters import ADAPTERS, DataWarning
 from fairtune_ray.data.manifest import DataError
+from fairtune_ray.data.prepare import format_summary, prepare_dataset
 
 DESCRIPTION = ("Turn a dataset in its published layout into split, validated, packed uint8 image shards "
                "(manifest.parquet, dataset.json, summary.json, shards/).")
@@ -105,8 +106,6 @@ def _options(args: argparse.Namespace) -> dict[str, str]:
 
 def run_prepare(args: argparse.Namespace) -> int:
     """Handler of ``data prepare``: prepare, print the summary table; 0 on success, 2 on a data error."""
-    from fairtune_ray.data.prepare import format_summary, prepare_dataset
-
     resize = args.resize
     try:
         with warnings.catch_warnings():
@@ -134,7 +133,7 @@ def run_prepare(args: argparse.Namespace) -> int:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    """Standalone entry point: ``python -m fairtune_ray.data.cli_prepare [data prepare] <dataset> ...``."""
+    """Standalone entry point: ``python -m fairtune_ray.cli.data [data prepare] <dataset> ...``."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:2] == ["data", "prepare"]:
         argv = argv[2:]

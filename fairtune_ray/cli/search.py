@@ -1,0 +1,54 @@
+"""``fairtune-ray search`` and ``fairtune-ray demo``: the whole study (fairtune_ray.study)."""
+from __future__ import annotations
+
+import argparse
+import time
+
+from fairtune_ray.cli.common import add_config_arguments, load_args_config, parse_overrides
+from fairtune_ray.config import load_config
+
+
+def cmd_search(args) -> int:
+    from fairtune_ray.study import run_search  # lazy: Ray, MLflow and torch
+
+    cfg = load_args_config(args)
+    if args.storage:
+        cfg.search.storage = args.storage
+    if args.num_samples:
+        cfg.search.num_samples = args.num_samples
+    run_search(cfg, tracking_uri=args.tracking_uri, resume=args.resume, name=args.name, address=args.address,
+               num_gpus=args.num_gpus)
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from fairtune_ray.study import run_search  # lazy: Ray, MLflow and torch
+
+    t0 = time.perf_counter()
+    cfg = load_config(args.config, overrides={"search.num_samples": args.trials, **parse_overrides(args.set)})
+    print(f"fairtune-ray demo: synthetic dermatology data, micro ViT, {cfg.search.num_samples} trials "
+          f"({cfg.mask.space} mask space, objective {cfg.train.objective})", flush=True)
+    out = run_search(cfg, tracking_uri=args.tracking_uri)
+    print(f"\ndemo finished in {time.perf_counter() - t0:.0f}s. Open the MLflow UI with:\n"
+          f"  mlflow ui --backend-store-uri {out.tracking_uri}")
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    sp = sub.add_parser("search", help="run the Ray Tune search, retrain the winner and baselines, test")
+    add_config_arguments(sp, required=False)
+    sp.add_argument("--tracking-uri", help="MLflow tracking URI (default $MLFLOW_TRACKING_URI or sqlite:///mlruns.db)")
+    sp.add_argument("--storage", help="Tune storage path or URI (s3://...), overrides search.storage")
+    sp.add_argument("--name", help="search name (needed with --resume)")
+    sp.add_argument("--resume", action="store_true", help="continue an interrupted search with Tuner.restore")
+    sp.add_argument("--address", help="Ray cluster address (default $RAY_ADDRESS or a local instance)")
+    sp.add_argument("--num-gpus", type=int, help="GPUs of a local Ray instance (laptop mode)")
+    sp.add_argument("--num-samples", type=int, help="number of trials, overrides search.num_samples")
+    sp.set_defaults(func=cmd_search)
+
+    sp = sub.add_parser("demo", help="the whole pipeline on the embedded synthetic data, on the CPU")
+    sp.add_argument("config", nargs="?", default=None)
+    sp.add_argument("--trials", type=int, default=16)
+    sp.add_argument("--tracking-uri")
+    sp.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    sp.set_defaults(func=cmd_demo)

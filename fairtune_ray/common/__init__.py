@@ -1,0 +1,1 @@
+"""Helpers every layer may use: atomic file writes and plain-text tables (no project imports)."""

@@ -1,0 +1,91 @@
+"""report.html from the jinja2 template in ``templates/``, and the summary shared with MLflow.
+
+The template holds the markup and the stylesheet; this module only prepares values. Autoescaping
+is on, so method labels, paths and config values are always shown as text, never as markup.
+"""
+from __future__ import annotations
+
+import base64
+from typing import Sequence
+
+from jinja2 import Environment, PackageLoader, StrictUndefined
+
+from fairtune_ray.reporting.figures import ReportFigure
+from fairtune_ray.reporting.run_data import RunData
+from fairtune_ray.reporting.trials import best_trials, is_finite, trial_bits
+from fairtune_ray.search.results import TABLE_METRICS, ResultRow, results_table
+
+TEMPLATE = "report.html.j2"
+TOP_TRIALS = 12  # rows of the "top trials on validation" table
+
+
+def format_number(v, fmt: str = "{:.3f}") -> str:
+    return fmt.format(float(v)) if is_finite(v) else "n/a"
+
+
+def format_count(v) -> str:
+    """A whole number with thousands separators (``3,194``), "n/a" when undefined."""
+    return f"{int(float(v)):,}" if is_finite(v) else "n/a"
+
+
+def _environment() -> Environment:
+    env = Environment(loader=PackageLoader("fairtune_ray.reporting", "templates"), autoescape=True,
+                      trim_blocks=True, lstrip_blocks=True, undefined=StrictUndefined)
+    env.filters.update(num=format_number, thousands=format_count,
+                       b64=lambda png: base64.b64encode(png).decode("ascii"))
+    return env
+
+
+_ENV = _environment()
+
+
+def render_html(data: RunData, figs: Sequence[ReportFigure], mlflow_line: str) -> str:
+    """The whole page: summary, results and top trials, then one section per figure."""
+    return _ENV.get_template(TEMPLATE).render(
+        name=data.info.get("name") or data.run_dir.name, objective=data.objective, trials_count=len(data.trials),
+        summary=summary_text(data, markdown=False), run_folder=data.run_dir.resolve(), mlflow_line=mlflow_line,
+        results=data.results, table_metrics=TABLE_METRICS,
+        results_text=results_table(data.results) if data.results else "",
+        top_trials=top_trial_rows(data), figures=figs)
+
+
+def top_trial_rows(data: RunData, top: int = TOP_TRIALS) -> list[dict]:
+    """The best trials on validation, as the template's table shows them."""
+    return [{"trial_id": t["trial_id"], "selected": str(t["trial_id"]) == data.selected_id,
+             "bits": trial_bits(t, data.bit_keys) if data.bit_keys else "", "lr": t["config"].get("lr"),
+             "objective": t["objective"], "overall_auc": t.get("metrics", {}).get("overall_auc"),
+             "min_auc": t.get("metrics", {}).get("min_auc"), "epochs": t.get("epochs", ""),
+             "status": t.get("status", "")}
+            for t in best_trials(data.trials, data.mode)[:top]]
+
+
+def summary_text(data: RunData, markdown: bool = True) -> str:
+    """A few sentences on the outcome: the parent run's description and the report's opening."""
+    code = (lambda s: f"`{s}`") if markdown else (lambda s: s)
+    bold = (lambda s: f"**{s}**") if markdown else (lambda s: s)
+    trials = data.trials
+    stopped = sum(1 for t in trials if t.get("status") == "stopped_early")
+    failed = sum(1 for t in trials if t.get("status") == "failed")
+    better = "higher" if data.mode == "max" else "lower"
+    strategy = ((data.config or {}).get("search") or {}).get("selection", "best")
+    parts = [f"{bold(str(len(trials)) + ' trials')} ({stopped} stopped early by ASHA, {failed} failed), searching for "
+             f"the best validation {code(data.objective)} ({better} is better; selection: {strategy})."]
+    sel = data.selected_result
+    if sel is not None:
+        parts += _selection_sentences(sel, data.results, code)
+    return " ".join(parts)
+
+
+def _selection_sentences(sel: ResultRow, rows: Sequence[ResultRow], code) -> list[str]:
+    """The selected configuration on test, then how much it beats (or trails) each other row."""
+    out = [f"Selected {code(sel.mask_label)} ({code(sel.mask)}, lr {format_number(sel.lr, '{:.2e}')}, "
+           f"{format_count(sel.trainable_params)} trainable parameters): test worst-group AUC "
+           f"{sel.interval_text('min_auc')}, overall AUC {sel.interval_text('overall_auc')}, "
+           f"AUC gap {sel.interval_text('auc_gap')}."]
+    for r in rows:
+        if r is sel or not is_finite(r.metric("min_auc")) or not is_finite(sel.metric("min_auc")):
+            continue
+        d = sel.metric("min_auc") - r.metric("min_auc")
+        out.append(f"vs {r.method}: worst-group AUC {r.interval_text('min_auc')} "
+                   f"({'+' if d >= 0 else ''}{d:.3f} for the selection).")
+    return out

@@ -1,0 +1,43 @@
+"""A trial's nested MLflow run, opened from inside the trial process and tagged with its node."""
+from __future__ import annotations
+
+import traceback
+from typing import Optional
+
+import ray
+
+from fairtune_ray.tracking import ChildRunLogger
+from fairtune_ray.training.spec import TrialSpec
+
+
+def trial_params(spec: TrialSpec, space_name: str, trainable: Optional[int] = None) -> dict:
+    params = {"mask": spec.mask, "space": space_name if ":" in spec.mask else spec.mask, "lr": spec.lr,
+              "seed": spec.seed, "ewc_lambda": spec.ewc_lambda, "gamma": spec.gamma, "rank": spec.rank,
+              "factorise": "+".join(spec.factorise) or "none"}
+    if trainable is not None:
+        params["trainable_params"] = trainable
+    return params
+
+
+def node_info() -> dict:
+    """Where this process runs: Ray node id (distinct per node even on one machine) and IP."""
+    ctx = ray.get_runtime_context()
+    return {"node_id": ctx.get_node_id(), "node_ip": ray.util.get_node_ip_address()}
+
+
+def open_child_run(tracking: dict, trial_id: str, spec: TrialSpec, space_name: str,
+                   tags: Optional[dict] = None) -> ChildRunLogger:
+    """The trial's nested MLflow run, tagged with the node it runs on. Tagged on every attempt: a
+    retried trial may run on another node (the logger finds the run of an earlier attempt)."""
+    logger = ChildRunLogger(tracking["uri"], tracking["parent_run_id"], trial_id, spec.short_name(),
+                            trial_params(spec, space_name),
+                            tags={"fairtune.method": tracking.get("method", ""), **(tags or {})})
+    here = node_info()
+    logger.client.set_tag(logger.run_id, "node", here["node_id"])
+    logger.client.set_tag(logger.run_id, "node_ip", here["node_ip"])
+    return logger
+
+
+def failure_reason(err: BaseException) -> str:
+    """What a failed child run records: the error and the end of its traceback."""
+    return f"{type(err).__name__}: {err}\n{traceback.format_exc()[-3000:]}"

@@ -1,0 +1,146 @@
+"""One typed row of the results table, with an explicit role.
+
+The table, the report, MLflow and the JSON/CSV files all read the same ``ResultRow``; which row
+is the selected configuration is its ``role``, never a substring of its display label.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from enum import Enum
+from pathlib import Path
+from typing import Optional, Sequence
+
+import numpy as np
+
+from fairtune_ray.common.files import atomic_write_text
+from fairtune_ray.common.tables import format_table
+from fairtune_ray.models.naming import short_mask_label
+
+TABLE_METRICS = ("overall_auc", "min_auc", "auc_gap", "eodds_diff")
+RESULTS_JSON = "results.json"
+RESULTS_CSV = "results.csv"
+
+
+class Role(str, Enum):
+    """Why a row is in the table."""
+
+    SELECTED = "selected"  # the configuration the search chose
+    BASELINE = "baseline"  # a fixed mask (full fine-tuning, linear probe, BitFit, LoRA, ...)
+    FISHER = "fisher"  # the best Fisher-only trial of a method: both search
+
+
+@dataclass
+class MetricInterval:
+    """A test metric of the seed-averaged scores with its stratified-bootstrap 95% interval."""
+
+    point: float
+    lo: float
+    hi: float
+    seed_std: float = float("nan")
+
+    def text(self) -> str:
+        if self.point is None or math.isnan(self.point):
+            return "n/a"
+        return f"{self.point:.3f} [{self.lo:.3f}, {self.hi:.3f}]"
+
+
+@dataclass
+class TestScores:
+    """Test labels, group codes and one score vector per retrain seed (for ROC curves, paired tests)."""
+
+    __test__ = False  # not a pytest test class
+
+    labels: np.ndarray
+    groups: np.ndarray
+    scores: list[np.ndarray]
+
+
+@dataclass
+class ResultRow:
+    method: str
+    role: Role
+    mask: str
+    lr: float
+    trainable_params: int
+    seeds: int
+    val_objective: float
+    ewc_lambda: float = 0.0
+    rank: int = 0
+    factorise: str = ""
+    test: dict[str, MetricInterval] = field(default_factory=dict)
+    scores: Optional[TestScores] = field(default=None, repr=False, compare=False)
+
+    @property
+    def is_selected(self) -> bool:
+        return self.role is Role.SELECTED
+
+    @property
+    def mask_label(self) -> str:
+        return short_mask_label(self.mask)
+
+    def metric(self, name: str) -> float:
+        iv = self.test.get(name)
+        return float("nan") if iv is None else iv.point
+
+    def interval_text(self, name: str) -> str:
+        iv = self.test.get(name)
+        return "n/a" if iv is None else iv.text()
+
+    def to_flat(self) -> dict:
+        """The JSON/CSV/MLflow form: ``test/<metric>``, ``test/<metric>_lo|_hi|_seed_std``."""
+        out = {k: v for k, v in asdict(self).items() if k not in ("test", "scores")}
+        out["role"] = self.role.value
+        for m, iv in self.test.items():
+            out.update({f"test/{m}": iv.point, f"test/{m}_lo": iv.lo, f"test/{m}_hi": iv.hi,
+                        f"test/{m}_seed_std": iv.seed_std})
+        return out
+
+    @classmethod
+    def from_flat(cls, d: dict) -> "ResultRow":
+        names = [k[len("test/"):] for k in d if k.startswith("test/") and not k.endswith(("_lo", "_hi", "_seed_std"))]
+        test = {m: MetricInterval(float(d[f"test/{m}"]), float(d.get(f"test/{m}_lo", math.nan)),
+                                  float(d.get(f"test/{m}_hi", math.nan)), float(d.get(f"test/{m}_seed_std", math.nan)))
+                for m in names}
+        return cls(method=str(d["method"]), role=Role(d.get("role", Role.BASELINE.value)), mask=str(d["mask"]),
+                   lr=float(d["lr"]), trainable_params=int(d["trainable_params"]), seeds=int(d.get("seeds", 1)),
+                   val_objective=float(d.get("val_objective", math.nan)), ewc_lambda=float(d.get("ewc_lambda", 0.0)),
+                   rank=int(d.get("rank", 0)), factorise=str(d.get("factorise", "") or ""), test=test)
+
+
+def selected_row(rows: Sequence[ResultRow]) -> Optional[ResultRow]:
+    return next((r for r in rows if r.is_selected), None)
+
+
+RESULT_COLUMNS = [("method", "method"), ("mask", "mask"), ("trainable_params", "trainable"),
+                  ("overall_auc", "test AUC [95% CI]"), ("min_auc", "worst-group AUC"),
+                  ("auc_gap", "AUC gap"), ("eodds_diff", "eq-odds diff")]
+
+
+def results_table(rows: Sequence[ResultRow]) -> str:
+    """The terminal / MLflow-note table: one line per row, metrics with their intervals."""
+    shown = [{"method": r.method, "mask": r.mask, "trainable_params": r.trainable_params,
+              **{m: r.interval_text(m) for m in TABLE_METRICS}} for r in rows]
+    return format_table(shown, RESULT_COLUMNS)
+
+
+def write_results(rows: Sequence[ResultRow], folder: Path) -> tuple[Path, Path]:
+    """results.csv and results.json in ``folder`` (flat rows, no score arrays)."""
+    flat = [r.to_flat() for r in rows]
+    keys = list(dict.fromkeys(k for r in flat for k in r))
+    csv_path, json_path = Path(folder) / RESULTS_CSV, Path(folder) / RESULTS_JSON
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=keys, lineterminator="\n")
+    w.writeheader()
+    w.writerows(flat)
+    atomic_write_text(csv_path, buf.getvalue())
+    atomic_write_text(json_path, json.dumps(flat, indent=2, default=float))
+    return csv_path, json_path
+
+
+def read_results(folder: Path) -> list[ResultRow]:
+    path = Path(folder) / RESULTS_JSON
+    return [ResultRow.from_flat(d) for d in json.loads(path.read_text())] if path.is_file() else []

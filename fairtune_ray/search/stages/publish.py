@@ -1,0 +1,50 @@
+"""Stage 5, publish: the MLflow parent run gets the selected configuration, every row's test
+metrics, the result files, the table and a readable summary, and is marked finished."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+from mlflow.tracking import MlflowClient
+
+from fairtune_ray.search.results import RESULTS_CSV, RESULTS_JSON, results_table, selected_row
+from fairtune_ray.search.run_folder import SCORES_FILE, TRIALS_FILE
+from fairtune_ray.search.stages.types import Prepared, Selection, Tested, TuneOutcome
+from fairtune_ray.tracking.mlflow_runs import log_metrics, metric_key
+
+
+def publish(p: Prepared, tuned: TuneOutcome, selection: Selection, tested: Tested, log: Callable = print) -> str:
+    """Returns the results table (markdown) it logged."""
+    client = MlflowClient(p.tracking_uri)
+    parent, spec = p.parent_run_id, selection.selected_spec
+    client.log_param(parent, "selected.mask", spec.mask)
+    client.log_param(parent, "selected.lr", f"{spec.lr:.3e}")
+    client.log_param(parent, "selected.trial_id", selection.selected["trial_id"])
+    for row in tested.rows:
+        metrics = {f"test/{m}": iv.point for m, iv in row.test.items()}
+        metrics.update({f"test/{m}_{end}": getattr(iv, end) for m, iv in row.test.items() for end in ("lo", "hi")})
+        metrics.update({f"test/{m}_seed_std": iv.seed_std for m, iv in row.test.items()})
+        metrics.update(trainable_params=row.trainable_params, val_objective=row.val_objective)
+        log_metrics(client, parent, {f"{_slug(row.method)}/{k}": v for k, v in metrics.items()}, step=0)
+    for name in (RESULTS_CSV, RESULTS_JSON, TRIALS_FILE, SCORES_FILE):
+        if (Path(p.run_dir) / name).is_file():
+            client.log_artifact(parent, str(Path(p.run_dir) / name))
+    table = results_table(tested.rows)
+    client.log_text(parent, table, "results_table.md")
+    client.set_tag(parent, "mlflow.note.content", _summary(tuned, selection, tested, table))
+    client.set_terminated(parent, "FINISHED")
+    log("\n" + table)
+    log(f"\nresults: {Path(p.run_dir) / RESULTS_CSV}\nMLflow UI: mlflow ui --backend-store-uri {p.tracking_uri}")
+    return table
+
+
+def _slug(method: str) -> str:
+    return metric_key(method.lower().replace(" ", "_").replace("(", "").replace(")", ""))
+
+
+def _summary(tuned: TuneOutcome, selection: Selection, tested: Tested, table: str) -> str:
+    sel, spec = selected_row(tested.rows), selection.selected_spec
+    n_stopped = sum(1 for t in tuned.trials if t["status"] == "stopped_early")
+    return (f"**{len(tuned.trials)} trials** ({n_stopped} stopped early by ASHA). Selected `{spec.mask}` "
+            f"(lr {spec.lr:.2e}, {sel.trainable_params:,} trainable parameters): test worst-group AUC "
+            f"{sel.metric('min_auc'):.3f}, overall AUC {sel.metric('overall_auc'):.3f}.\n\n{table}")

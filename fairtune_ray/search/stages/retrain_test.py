@@ -1,0 +1,71 @@
+"""Stage 4, retrain-and-test: retrain every candidate from the pre-trained weights, test once.
+
+Each candidate (the selected configuration and the baselines) is retrained with several seeds
+as parallel Ray tasks through the same inner loop, evaluated on the test split at its best
+validation epoch, and summarised with stratified-bootstrap 95% intervals of the seed-averaged
+metric (the same resampled test indices for every seed). Writes results.csv/json and
+test_scores.npz to the run folder.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+import ray
+
+from fairtune_ray.config import ExperimentConfig
+from fairtune_ray.data.manifest import PackedDataset
+from fairtune_ray.metrics import bootstrap_intervals
+from fairtune_ray.models.shipping import CheckpointLike
+from fairtune_ray.search.results import TABLE_METRICS, MetricInterval, ResultRow, TestScores, write_results
+from fairtune_ray.search.run_folder import SCORES_FILE, save_test_scores
+from fairtune_ray.search.stages.types import Candidate, Prepared, Selection, Tested
+from fairtune_ray.training.loop import fine_tune
+from fairtune_ray.training.process import prepare_trial_process
+from fairtune_ray.training.spec import TrialSpec
+
+
+def retrain_and_test(p: Prepared, selection: Selection, log: Callable = print) -> Tested:
+    rows = retrain_candidates(p.cfg, selection.candidates, p.data, p.checkpoint, p.group_names, log)
+    write_results(rows, p.run_dir)
+    save_test_scores(rows, p.run_dir / SCORES_FILE, p.group_names)  # for the report's ROC curves
+    return Tested(rows)
+
+
+def retrain_candidates(cfg: ExperimentConfig, candidates: list[Candidate], data: PackedDataset,
+                       checkpoint: CheckpointLike, group_names: dict[int, str], log: Callable = print) -> list[ResultRow]:
+    """Every candidate x ``search.retrain_seeds`` seeds as parallel Ray tasks; one row per candidate."""
+    seeds = [cfg.train.seed + i for i in range(cfg.search.retrain_seeds)]
+    remote = ray.remote(num_cpus=cfg.trial.resources.cpu, num_gpus=cfg.trial.resources.gpu, max_retries=1)(_retrain)
+    data_ref, cfg_dict = ray.put(data), cfg.model_dump()
+    futures = {(c.method, s): remote.remote(cfg_dict, TrialSpec(**{**c.spec.to_dict(), "seed": s}), data_ref, checkpoint)
+               for c in candidates for s in seeds}
+    log(f"retraining {len(candidates)} configurations x {len(seeds)} seeds ({len(futures)} Ray tasks)")
+    outputs = dict(zip(futures, ray.get(list(futures.values()))))
+    return [result_row(cfg, c, [outputs[(c.method, s)] for s in seeds], group_names) for c in candidates]
+
+
+def _retrain(cfg_dict: dict, spec: TrialSpec, data: PackedDataset, checkpoint: CheckpointLike) -> dict:
+    """One seed of one candidate, in a Ray task: train on train, pick the epoch on val, score test."""
+    cfg = ExperimentConfig.model_validate(cfg_dict)
+    prepare_trial_process(cfg)  # retrains share CPUs and GPUs like trials
+    fit = fine_tune(cfg, spec, data, checkpoint, final_splits=("test",))
+    test = fit.scores["test"]
+    return {"labels": test.labels, "scores": test.scores, "groups": test.groups, "trainable": fit.trainable_params,
+            "best_epoch": fit.best_epoch, "val_objective": fit.best_val.get("objective", float("nan")),
+            "seconds": fit.seconds, "test_metrics": fit.final["test"]}
+
+
+def result_row(cfg: ExperimentConfig, c: Candidate, runs: list[dict], group_names: dict[int, str]) -> ResultRow:
+    """The candidate's row: seed-averaged test metrics with bootstrap intervals and the per-seed spread."""
+    labels, groups = runs[0]["labels"], runs[0]["groups"]
+    scores = [r["scores"] for r in runs]
+    intervals = bootstrap_intervals(labels, scores, groups, list(TABLE_METRICS), n_boot=cfg.search.bootstrap,
+                                    seed=cfg.search.seed, group_names=group_names)
+    test = {m: MetricInterval(intervals[m]["point"], intervals[m]["lo"], intervals[m]["hi"],
+                              float(np.nanstd([r["test_metrics"][m] for r in runs])))
+            for m in TABLE_METRICS}
+    return ResultRow(method=c.method, role=c.role, mask=c.spec.mask, lr=c.spec.lr, trainable_params=runs[0]["trainable"],
+                     seeds=len(runs), val_objective=float(np.mean([r["val_objective"] for r in runs])),
+                     ewc_lambda=c.spec.ewc_lambda, rank=c.spec.rank, factorise="+".join(c.spec.factorise), test=test,
+                     scores=TestScores(labels, groups, scores))

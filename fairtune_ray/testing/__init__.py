@@ -1,0 +1,1 @@
+"""Test support that production code never imports (installed through ``search.epoch_hook``)."""
