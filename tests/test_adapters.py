@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from fairtune_ray.data.adapters import ADAPTERS, get_adapter
-from fairtune_ray.data.adapters.base import AGE_5, AGE_BINARY, SEX
+from fairtune_ray.data.adapters.columns import AGE_5, AGE_BINARY, SEX
 from fairtune_ray.data.manifest import DataError, DatasetInfo, load_packed_dataset
 from fairtune_ray.data.prepare import prepare_dataset
 import fixtures_data as fx

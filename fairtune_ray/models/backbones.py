@@ -14,6 +14,8 @@ from typing import Any, Mapping
 
 import timm
 import torch
+from safetensors.torch import load_file as load_safetensors  # a dependency of timm
+from safetensors.torch import save_file as save_safetensors
 from torch import nn
 
 from fairtune_ray.config import BackboneConfig
@@ -134,11 +136,7 @@ def backbone_data_config(model: nn.Module) -> dict[str, Any]:
 def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     """Load tensors without executing pickled code (safetensors or weights_only torch.load)."""
     if path.suffix == ".safetensors":
-        try:
-            from safetensors.torch import load_file
-        except ImportError as e:  # pragma: no cover - safetensors ships with timm
-            raise CheckpointError(f"{path}: reading .safetensors needs the 'safetensors' package") from e
-        sd: Any = load_file(str(path), device="cpu")
+        sd: Any = load_safetensors(str(path), device="cpu")
     else:
         try:
             sd = torch.load(str(path), map_location="cpu", weights_only=True)
@@ -224,9 +222,7 @@ def save_backbone(model: nn.Module, path: str | os.PathLike) -> Path:
     os.close(fd)
     try:
         if p.suffix == ".safetensors":
-            from safetensors.torch import save_file
-
-            save_file(sd, tmp)
+            save_safetensors(sd, tmp)
         else:
             torch.save(sd, tmp)
         os.replace(tmp, p)

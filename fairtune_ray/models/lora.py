@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from fairtune_ray.models.param_groups import MaskSpaceError, head_param_names
+
 DEFAULT_TARGETS: tuple[str, ...] = ("attn.qkv", "attn.proj")
 
 
@@ -77,8 +79,6 @@ def apply_lora(
     Returns the trainable parameter count. Calling it again re-creates fresh adapters (an
     existing LoRALinear is rebuilt from its frozen base), so repeated calls are safe.
     """
-    from fairtune_ray.models.masks import MaskSpaceError, head_param_names  # avoid import cycle
-
     targets = tuple(targets)
     names = lora_target_names(model, targets)
     if not names:

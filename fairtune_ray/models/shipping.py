@@ -48,7 +48,7 @@ class ShippedCheckpoint:
         target = root / self.sha256[:32] / Path(self.origin).name
         if target.is_file():
             return str(target)
-        import ray
+        import ray  # lazy: keeps ray off the CLI's start-up path; only nodes fetching weights need it
 
         data = ray.get(self.ref)
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -76,7 +76,7 @@ def ship_checkpoint(path: CheckpointLike) -> CheckpointLike:
     p = Path(path).expanduser()
     if not p.is_file():
         return path  # not a local file (a URI, or missing: loading reports it with the path)
-    import ray
+    import ray  # lazy: keeps ray off the CLI's start-up path; only the driver shipping weights needs it
 
     p = p.resolve()
     data = p.read_bytes()  # read once: hashed and shipped

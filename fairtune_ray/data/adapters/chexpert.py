@@ -28,10 +28,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from fairtune_ray.data.adapters.base import (AGE_5, AGE_BINARY, SEX, UNEXPECTED, Adapter, AdapterContext,
-                                             AdapterResult, DropLog, Option, add_age_columns, find_file,
-                                             map_values, map_with, numeric_age, parse_bool, read_table,
-                                             require_columns, split_official_and_random, warn)
+from fairtune_ray.data.adapters.base import (Adapter, AdapterContext, AdapterResult, DropLog, Option, parse_bool,
+                                             warn)
+from fairtune_ray.data.adapters.columns import (AGE_5, AGE_BINARY, SEX, UNEXPECTED, add_age_columns, map_values,
+                                                map_with, numeric_age, split_official_and_random)
+from fairtune_ray.data.adapters.registry import register_adapter
+from fairtune_ray.data.adapters.tables import find_file, read_table, require_columns
 from fairtune_ray.data.manifest import DataError
 
 RACE = {0: "White", 1: "Black", 2: "Asian", 3: "Other"}
@@ -51,10 +53,10 @@ def chexpert_race(text: str):
     return UNEXPECTED
 
 
+@register_adapter("chexpert", aliases=("cxp",))
 class CheXpertAdapter(Adapter):
     """CheXpert chest X-rays: No Finding; sex, age, race (with the CHEXPERT DEMO file)."""
 
-    name = "chexpert"
     title = "CheXpert"
     source_url = "https://stanfordaimi.azurewebsites.net/datasets/8cbd9ed4-2eb9-4565-affc-111cf4f7ebe2"
     label_names = {0: "finding", 1: "no finding"}
@@ -96,37 +98,8 @@ class CheXpertAdapter(Adapter):
         train_path = find_file(ctx.root, ["train.csv"], dataset=self.title, what="label file")
         base = train_path.parent
         valid_path = find_file(base, ["valid.csv"], dataset=self.title, what="label file", depth=0)
-        frames = []
-        for path, official in ((train_path, None), (valid_path, "test")):
-            df = read_table(path, dataset=self.title)
-            require_columns(df, ["Path", "Sex", "Age", "Frontal/Lateral", "No Finding"], path, dataset=self.title)
-            nf = pd.to_numeric(df["No Finding"], errors="coerce")
-            bad = sorted(set(df.loc[nf.notna() & ~nf.isin([0, 1, -1]), "No Finding"].astype(str))
-                         | set(df.loc[nf.isna() & df["No Finding"].notna(), "No Finding"].astype(str)))
-            if bad:
-                raise DataError(f"{self.title}: '{path}' column 'No Finding' has unexpected value(s) {bad[:12]}; "
-                                "expected 1, 0, -1 or blank")
-            view = map_values(df["Frontal/Lateral"], {"frontal": 1, "lateral": 0}, dataset=self.title,
-                              path=path, column="Frontal/Lateral", missing_ok=False)
-            rel_base = ctx.rel(base)
-            rel = []
-            for p in df["Path"].astype(str):
-                parts = Path(p).parts
-                if parts and parts[0].lower().startswith("chexpert"):
-                    parts = parts[1:]
-                rel.append(os.path.normpath(os.path.join(rel_base, *parts)))
-            pid = df["Path"].astype(str).str.extract(r"(patient\d+)", flags=re.IGNORECASE)[0]
-            if pid.isna().any():
-                raise DataError(f"{self.title}: '{path}' column 'Path' has values without a patientNNNNN "
-                                f"folder, e.g. {df.loc[pid.isna(), 'Path'].head(3).tolist()}")
-            t = pd.DataFrame({"image": rel, "label": nf.fillna(0).to_numpy(), "patient_id": pid.to_numpy(),
-                              "frontal": view.to_numpy(), "official": official})
-            if "sex" in wanted:
-                t["sex"] = map_values(df["Sex"], {"male": 0, "female": 1, "unknown": None}, dataset=self.title,
-                                      path=path, column="Sex").to_numpy()
-            if {"age_binary", "age_5"} & set(wanted):
-                add_age_columns(t, numeric_age(df["Age"], dataset=self.title, path=path, column="Age"), wanted)
-            frames.append(t)
+        frames = [self._label_file(ctx, path, base, official, wanted)
+                  for path, official in ((train_path, None), (valid_path, "test"))]
         table = pd.concat(frames, ignore_index=True)
         table = drops.drop(table, table["label"] == -1, "no_finding_uncertain")
         if opts["frontal_only"]:
@@ -136,19 +109,8 @@ class CheXpertAdapter(Adapter):
         attributes = {a: self.attributes[a] for a in wanted}
         extra = {"files": [str(train_path), str(valid_path)], "label_rule": "No Finding == 1 (blank = 0, -1 dropped)",
                  "frontal_only": opts["frontal_only"]}
-        if "race" in wanted:
-            found = self._demographics(ctx, opts, explicit=ctx.attributes is not None)
-            if found is None:
-                attributes.pop("race")
-            else:
-                demo, demo_path = found
-                race = map_with(demo["PRIMARY_RACE"], chexpert_race, dataset=self.title, path=demo_path,
-                                column="PRIMARY_RACE", expected="White/Black/Asian/other race text or Unknown")
-                by_patient = pd.Series(race.to_numpy(), index=demo["PATIENT"].astype(str).str.strip().str.lower())
-                by_patient = by_patient[~by_patient.index.duplicated()]
-                table["race"] = table["patient_id"].str.lower().map(by_patient).astype(float).to_numpy()
-                extra["demographics"] = str(demo_path)
-
+        if "race" in wanted and not self._add_race(table, ctx, opts, extra):
+            attributes.pop("race")
         if opts["official_split"]:
             table["split"] = split_official_and_random(table, table["official"], ctx.fractions, ctx.seed)
             policy = "official"
@@ -159,3 +121,54 @@ class CheXpertAdapter(Adapter):
         extra["dropped"] = drops.records
         return AdapterResult(table=table, attributes=attributes, label_names=self.label_names,
                              split_policy=policy, extra=extra)
+
+    def _label_file(self, ctx: AdapterContext, path: Path, base: Path, official: str | None,
+                    wanted: list[str]) -> pd.DataFrame:
+        """One of train.csv / valid.csv as manifest rows (``official``: the split its rows keep)."""
+        df = read_table(path, dataset=self.title)
+        require_columns(df, ["Path", "Sex", "Age", "Frontal/Lateral", "No Finding"], path, dataset=self.title)
+        nf = pd.to_numeric(df["No Finding"], errors="coerce")
+        bad = sorted(set(df.loc[nf.notna() & ~nf.isin([0, 1, -1]), "No Finding"].astype(str))
+                     | set(df.loc[nf.isna() & df["No Finding"].notna(), "No Finding"].astype(str)))
+        if bad:
+            raise DataError(f"{self.title}: '{path}' column 'No Finding' has unexpected value(s) {bad[:12]}; "
+                            "expected 1, 0, -1 or blank")
+        view = map_values(df["Frontal/Lateral"], {"frontal": 1, "lateral": 0}, dataset=self.title,
+                          path=path, column="Frontal/Lateral", missing_ok=False)
+        pid = df["Path"].astype(str).str.extract(r"(patient\d+)", flags=re.IGNORECASE)[0]
+        if pid.isna().any():
+            raise DataError(f"{self.title}: '{path}' column 'Path' has values without a patientNNNNN "
+                            f"folder, e.g. {df.loc[pid.isna(), 'Path'].head(3).tolist()}")
+        t = pd.DataFrame({"image": _image_paths(df["Path"], ctx.rel(base)), "label": nf.fillna(0).to_numpy(),
+                          "patient_id": pid.to_numpy(), "frontal": view.to_numpy(), "official": official})
+        if "sex" in wanted:
+            t["sex"] = map_values(df["Sex"], {"male": 0, "female": 1, "unknown": None}, dataset=self.title,
+                                  path=path, column="Sex").to_numpy()
+        if {"age_binary", "age_5"} & set(wanted):
+            add_age_columns(t, numeric_age(df["Age"], dataset=self.title, path=path, column="Age"), wanted)
+        return t
+
+    def _add_race(self, table: pd.DataFrame, ctx: AdapterContext, opts: dict, extra: dict) -> bool:
+        """Race per patient from the demographics file; False when it is absent (and not asked for)."""
+        found = self._demographics(ctx, opts, explicit=ctx.attributes is not None)
+        if found is None:
+            return False
+        demo, demo_path = found
+        race = map_with(demo["PRIMARY_RACE"], chexpert_race, dataset=self.title, path=demo_path,
+                        column="PRIMARY_RACE", expected="White/Black/Asian/other race text or Unknown")
+        by_patient = pd.Series(race.to_numpy(), index=demo["PATIENT"].astype(str).str.strip().str.lower())
+        by_patient = by_patient[~by_patient.index.duplicated()]
+        table["race"] = table["patient_id"].str.lower().map(by_patient).astype(float).to_numpy()
+        extra["demographics"] = str(demo_path)
+        return True
+
+
+def _image_paths(paths: pd.Series, rel_base: str) -> list[str]:
+    """Image paths relative to the dataset root; the leading "CheXpert-v1.0[-small]/" is dropped."""
+    out = []
+    for p in paths.astype(str):
+        parts = Path(p).parts
+        if parts and parts[0].lower().startswith("chexpert"):
+            parts = parts[1:]
+        out.append(os.path.normpath(os.path.join(rel_base, *parts)))
+    return out

@@ -15,17 +15,19 @@ its own split unit.
 """
 from __future__ import annotations
 
-from fairtune_ray.data.adapters.base import (Adapter, AdapterContext, AdapterResult, Option, find_file,
-                                             index_files, map_values, read_table, require_columns)
+from fairtune_ray.data.adapters.base import Adapter, AdapterContext, AdapterResult, Option
+from fairtune_ray.data.adapters.columns import map_values
+from fairtune_ray.data.adapters.registry import register_adapter
+from fairtune_ray.data.adapters.tables import find_file, index_files, read_table, require_columns
 
 SKIN_TYPE = {0: "I", 1: "II", 2: "III", 3: "IV", 4: "V", 5: "VI"}
 SKIN_TYPE_BINARY = {0: "I-III", 1: "IV-VI"}
 
 
+@register_adapter("fitzpatrick17k", aliases=("fitzpatrick", "fitz17k"))
 class Fitzpatrick17kAdapter(Adapter):
     """Fitzpatrick17k clinical images: malignant vs not; skin type (I-III vs IV-VI, and 6 types)."""
 
-    name = "fitzpatrick17k"
     title = "Fitzpatrick17k"
     source_url = "https://github.com/mattgroh/fitzpatrick17k"
     unit = "image"

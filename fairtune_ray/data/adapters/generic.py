@@ -31,8 +31,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from fairtune_ray.data.adapters.base import (Adapter, AdapterContext, AdapterResult, DropLog, Option, is_missing,
-                                             read_table, require_columns)
+from fairtune_ray.data.adapters.base import Adapter, AdapterContext, AdapterResult, DropLog, Option
+from fairtune_ray.data.adapters.columns import is_missing
+from fairtune_ray.data.adapters.registry import register_adapter
+from fairtune_ray.data.adapters.tables import read_table, require_columns
 from fairtune_ray.data.manifest import DataError
 
 _SPLITS = {"train": "train", "training": "train", "val": "val", "valid": "val", "validate": "val",
@@ -75,10 +77,10 @@ def _sort_key(v: Any) -> tuple:
     return (0, float(v), "") if isinstance(v, (int, float, np.integer, np.floating)) else (1, 0.0, str(v))
 
 
+@register_adapter("generic", aliases=("csv", "table"))
 class GenericAdapter(Adapter):
     """Any CSV/Parquet table: image column, label column or expression, attribute columns (binnable)."""
 
-    name = "generic"
     title = "generic table"
     unit = "patient (patient_column) or image"
     options = {

@@ -15,18 +15,19 @@ folder names) works too. Label: ``dx`` in {akiec, mel} (DESIGN 2.4). ``sex`` mal
 """
 from __future__ import annotations
 
-from fairtune_ray.data.adapters.base import (AGE_5, AGE_BINARY, SEX, Adapter, AdapterContext, AdapterResult,
-                                             Option, add_age_columns, find_file, index_files, map_values,
-                                             numeric_age, read_table, require_columns)
+from fairtune_ray.data.adapters.base import Adapter, AdapterContext, AdapterResult, Option
+from fairtune_ray.data.adapters.columns import AGE_5, AGE_BINARY, SEX, add_age_columns, map_values, numeric_age
+from fairtune_ray.data.adapters.registry import register_adapter
+from fairtune_ray.data.adapters.tables import find_file, index_files, read_table, require_columns
 from fairtune_ray.data.manifest import DataError
 
 DX = ("akiec", "bcc", "bkl", "df", "mel", "nv", "vasc")
 
 
+@register_adapter("ham10000", aliases=("ham",))
 class HAM10000Adapter(Adapter):
     """HAM10000 dermoscopy: malignant (akiec, mel) vs benign; sex, age."""
 
-    name = "ham10000"
     title = "HAM10000"
     source_url = "https://doi.org/10.7910/DVN/DBW86T"
     unit = "lesion"

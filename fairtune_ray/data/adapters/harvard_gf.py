@@ -24,10 +24,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from fairtune_ray.data.adapters.base import (AGE_5, AGE_BINARY, SEX, Adapter, AdapterContext, AdapterResult,
-                                             Option, add_age_columns, map_values, numeric_age, parse_bool,
-                                             search_dirs)
+from fairtune_ray.data.adapters.base import Adapter, AdapterContext, AdapterResult, Option, parse_bool
+from fairtune_ray.data.adapters.columns import AGE_5, AGE_BINARY, SEX, add_age_columns, map_values, numeric_age
 from fairtune_ray.data.adapters.readers import read_npz_field
+from fairtune_ray.data.adapters.registry import register_adapter
+from fairtune_ray.data.adapters.tables import search_dirs
 from fairtune_ray.data.manifest import DataError
 
 RACE = {0: "Asian", 1: "Black", 2: "White"}
@@ -69,10 +70,10 @@ def _coded(df: pd.DataFrame, column: str, mapping: dict, dataset: str, missing_o
         raise DataError(f"{err} (field '{column}', e.g. in {bad['image'].head(3).tolist()})") from None
 
 
+@register_adapter("harvard-gf", aliases=("harvard-gf3300", "harvard_gf", "harvardgf"))
 class HarvardGFAdapter(Adapter):
     """Harvard-GF3300 RNFL thickness maps: glaucoma; race, sex, age."""
 
-    name = "harvard-gf"
     title = "Harvard-GF3300"
     source_url = "https://ophai.hms.harvard.edu/datasets/harvard-glaucoma-fairness-3300-samples/"
     label_names = {0: "non-glaucoma", 1: "glaucoma"}

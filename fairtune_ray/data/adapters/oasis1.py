@@ -29,10 +29,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from fairtune_ray.data.adapters.base import (AGE_5, AGE_BINARY, SEX, Adapter, AdapterContext, AdapterResult,
-                                             DropLog, Option, add_age_columns, find_file, map_values,
-                                             numeric_age, parse_bool, read_table, require_columns)
+from fairtune_ray.data.adapters.base import Adapter, AdapterContext, AdapterResult, DropLog, Option, parse_bool
+from fairtune_ray.data.adapters.columns import AGE_5, AGE_BINARY, SEX, add_age_columns, map_values, numeric_age
 from fairtune_ray.data.adapters.readers import read_analyze_slice, read_pil
+from fairtune_ray.data.adapters.registry import register_adapter
+from fairtune_ray.data.adapters.tables import find_file, read_table, require_columns
 from fairtune_ray.data.manifest import DataError
 
 _SESSION = re.compile(r"^(OAS1_\d{4}_MR\d)", re.IGNORECASE)
@@ -67,10 +68,10 @@ def index_oasis(root: Path, volume: str) -> tuple[dict[str, Path], dict[str, Pat
     return vols, gifs
 
 
+@register_adapter("oasis-1", aliases=("oasis", "oasis1", "oasis_1"))
 class Oasis1Adapter(Adapter):
     """OASIS-1 brain MRI slices: dementia (CDR > 0); sex, age."""
 
-    name = "oasis-1"
     title = "OASIS-1"
     source_url = "https://www.oasis-brains.org/"
     label_names = {0: "non-demented", 1: "dementia (CDR > 0)"}

@@ -18,13 +18,17 @@ one patient. Split: the official ``set_1y`` column (``--option official_split=fa
 from __future__ import annotations
 
 import functools
+import importlib.util
+from pathlib import Path
+from typing import Any, Callable, Optional
 
 import pandas as pd
 
-from fairtune_ray.data.adapters.base import (AGE_5, AGE_BINARY, SEX, Adapter, AdapterContext, AdapterResult,
-                                             DropLog, Option, add_age_columns, find_file, index_files,
-                                             map_values, numeric_age, parse_bool, read_table, require_columns)
+from fairtune_ray.data.adapters.base import Adapter, AdapterContext, AdapterResult, DropLog, Option, parse_bool
+from fairtune_ray.data.adapters.columns import AGE_5, AGE_BINARY, SEX, add_age_columns, map_values, numeric_age
 from fairtune_ray.data.adapters.readers import read_array, read_pil
+from fairtune_ray.data.adapters.registry import register_adapter
+from fairtune_ray.data.adapters.tables import find_file, index_files, read_table, require_columns
 from fairtune_ray.data.manifest import DataError
 
 
@@ -48,17 +52,14 @@ def _sex_codes(text: str) -> dict:
 
 
 def _h5py_available() -> bool:
-    try:
-        import h5py  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    """h5py (optional) is installed, so the published l3_slices.h5 can be read."""
+    return importlib.util.find_spec("h5py") is not None
 
 
+@register_adapter("ol3i")
 class OL3IAdapter(Adapter):
     """OL3I abdominal CT L3 slices: ischemic heart disease at 1 year; sex, age."""
 
-    name = "ol3i"
     title = "OL3I"
     source_url = "https://stanfordaimi.azurewebsites.net/datasets/3263e34a-252e-460f-8f63-d585a9bfecfc"
     label_names = {0: "no IHD", 1: "IHD"}
@@ -86,37 +87,10 @@ class OL3IAdapter(Adapter):
         ids = df["anon_id"].astype(str).str.strip()
         table = pd.DataFrame({"label": label.to_numpy(), "patient_id": ids.to_numpy()})
 
-        # images: the published HDF5, or a per-slice export
         lo, hi = opts["window"]
-        h5 = find_file(ctx.root, ["l3_slices.h5"], dataset=self.title, what="image file", required=False)
-        if h5 is not None and _h5py_available():
-            table["image"] = ctx.rel(h5)
-            table["image_key"] = ids.to_numpy()
-            reader = functools.partial(read_array, vmin=lo, vmax=hi)
-            source = str(h5)
-        else:
-            index = index_files(meta_path.parent, (".npy", ".png"))
-            hits = sum(1 for i in ids if i in index)
-            if hits == 0:
-                hint = ("'l3_slices.h5' was found, but reading it needs the h5py package, which is not installed"
-                        if h5 is not None else "neither 'l3_slices.h5' nor exported slices were found")
-                raise DataError(f"{self.title}: {hint} under '{ctx.root}'. Install h5py, or export each slice as "
-                                f"l3_slices/<anon_id>.npy (e.g. {ids.iloc[0] if len(ids) else 'ID'}.npy)")
-            default_dir = meta_path.parent / "l3_slices"
-            table["image"] = [ctx.rel(index.get(i, default_dir / f"{i}.npy")) for i in ids]
-            reader = _read_exported(lo, hi)
-            source = "exported slices"
+        reader, source = self._add_images(table, ctx, meta_path, ids, lo, hi)
         if "sex" in wanted:
-            mapping: dict = {"m": 0, "male": 0, "f": 1, "female": 1}
-            mapping.update(opts["sex_codes"] or {})
-            try:
-                sex = map_values(df["sex"], mapping, dataset=self.title, path=meta_path, column="sex")
-            except DataError as err:
-                if pd.api.types.is_numeric_dtype(df["sex"]) and not opts["sex_codes"]:
-                    raise DataError(f"{err}. This copy codes sex as numbers: say which code is which with "
-                                    "--option sex_codes=0=M,1=F (or 0=F,1=M)") from None
-                raise
-            table["sex"] = sex.to_numpy()
+            table["sex"] = self._sex(df["sex"], opts["sex_codes"], meta_path).to_numpy()
         if {"age_binary", "age_5"} & set(wanted):
             add_age_columns(table, numeric_age(df["age"], dataset=self.title, path=meta_path, column="age"), wanted)
         policy = "random"
@@ -135,6 +109,36 @@ class OL3IAdapter(Adapter):
             extra={"metadata": str(meta_path), "images": source, "label_rule": f"{label_col} == 1",
                    "window_hu": [lo, hi], "dropped": drops.records},
         )
+
+    def _add_images(self, table: pd.DataFrame, ctx: AdapterContext, meta_path: Path, ids: pd.Series,
+                    lo: float, hi: float) -> tuple[Callable[..., Any], str]:
+        """Image columns from the published HDF5 (with h5py) or a per-slice export; (reader, source)."""
+        h5 = find_file(ctx.root, ["l3_slices.h5"], dataset=self.title, what="image file", required=False)
+        if h5 is not None and _h5py_available():
+            table["image"] = ctx.rel(h5)
+            table["image_key"] = ids.to_numpy()
+            return functools.partial(read_array, vmin=lo, vmax=hi), str(h5)
+        index = index_files(meta_path.parent, (".npy", ".png"))
+        if not any(i in index for i in ids):
+            hint = ("'l3_slices.h5' was found, but reading it needs the h5py package, which is not installed"
+                    if h5 is not None else "neither 'l3_slices.h5' nor exported slices were found")
+            raise DataError(f"{self.title}: {hint} under '{ctx.root}'. Install h5py, or export each slice as "
+                            f"l3_slices/<anon_id>.npy (e.g. {ids.iloc[0] if len(ids) else 'ID'}.npy)")
+        default_dir = meta_path.parent / "l3_slices"
+        table["image"] = [ctx.rel(index.get(i, default_dir / f"{i}.npy")) for i in ids]
+        return _read_exported(lo, hi), "exported slices"
+
+    def _sex(self, column: pd.Series, sex_codes: Optional[dict], meta_path: Path) -> pd.Series:
+        """M/F text, or numbers read through ``--option sex_codes`` (numbers without it: a hint)."""
+        mapping: dict = {"m": 0, "male": 0, "f": 1, "female": 1}
+        mapping.update(sex_codes or {})
+        try:
+            return map_values(column, mapping, dataset=self.title, path=meta_path, column="sex")
+        except DataError as err:
+            if pd.api.types.is_numeric_dtype(column) and not sex_codes:
+                raise DataError(f"{err}. This copy codes sex as numbers: say which code is which with "
+                                "--option sex_codes=0=M,1=F (or 0=F,1=M)") from None
+            raise
 
 
 def _read_exported(lo: float, hi: float):

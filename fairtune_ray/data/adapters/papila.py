@@ -19,9 +19,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from fairtune_ray.data.adapters.base import (AGE_5, AGE_BINARY, SEX, Adapter, AdapterContext, AdapterResult,
-                                             DropLog, add_age_columns, find_dir, find_file, map_values, numeric_age,
-                                             read_table, require_columns)
+from fairtune_ray.data.adapters.base import Adapter, AdapterContext, AdapterResult, DropLog
+from fairtune_ray.data.adapters.columns import AGE_5, AGE_BINARY, SEX, add_age_columns, map_values, numeric_age
+from fairtune_ray.data.adapters.registry import register_adapter
+from fairtune_ray.data.adapters.tables import find_dir, find_file, read_table, require_columns
 
 COLUMNS = ["ID", "Age", "Gender", "Diagnosis"]
 
@@ -38,10 +39,10 @@ def _read_clinical(path: Path, dataset: str) -> pd.DataFrame:
     return df
 
 
+@register_adapter("papila")
 class PapilaAdapter(Adapter):
     """PAPILA fundus images: glaucoma vs healthy (suspect dropped); sex, age."""
 
-    name = "papila"
     title = "PAPILA"
     source_url = "https://doi.org/10.6084/m9.figshare.14798004"
     label_names = {0: "healthy", 1: "glaucoma"}

@@ -54,7 +54,7 @@ def read_array(path: str, key: Optional[str] = None, *, vmin: Optional[float] = 
                vmax: Optional[float] = None) -> np.ndarray:
     """A 2-D array from ``.npy`` or from an HDF5 file's dataset ``key`` (needs h5py), scaled to uint8."""
     if path.lower().endswith((".h5", ".hdf5")):
-        import h5py  # optional dependency; the adapter checks for it before decoding starts
+        import h5py  # optional: only .h5 images need h5py; the adapter checks for it before decoding starts
 
         with h5py.File(path, "r") as f:
             arr = np.asarray(f[key][()])
