@@ -57,4 +57,5 @@ class MaskConfig(StrictSection):
 
     space: str = Field("attn_mlp_norm", description=(
         "Mask space: 'block', 'attn_mlp_norm', 'attn_norm1_mlp_norm2' or 'attn_params' for ViTs, 'stage' "
-        "for ResNets; one bit per parameter group. Checked against the backbone before Ray starts."))
+        "for CNNs with stages (ResNet, ConvNeXt...); one bit per parameter group. Checked against the "
+        "backbone before Ray starts."))

@@ -20,7 +20,7 @@ __all__ = ["rank_groups_by_disparity", "prior_masks", "SpaceLike"]
 
 
 class SpaceLike(Protocol):
-    """The part of ``fairtune_ray.models.masks.MaskSpace`` this module needs."""
+    """The part of ``fairtune_ray.models.MaskSpace`` this module needs."""
 
     param_groups: Sequence[Sequence[str]]
     group_names: Sequence[str]
