@@ -4,6 +4,7 @@ function says why it is not at the top (`# lazy: ...` or `# optional: ...`). The
 from __future__ import annotations
 
 import ast
+import re
 import shutil
 import subprocess
 import sys
@@ -94,3 +95,13 @@ def test_import_contracts_hold():
     assert exe, "import-linter is not installed (pip install -e '.[test]')"
     done = subprocess.run([exe, "--no-cache"], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout[-4000:]
+
+
+def test_design_references_resolve():
+    """Every `docs/design.md#anchor` cited in the code names a heading of docs/design.md."""
+    headings = [line.lstrip("#").strip() for line in (ROOT / "docs" / "design.md").read_text().splitlines()
+                if line.startswith("#")]
+    anchors = {re.sub(r"[^a-z0-9 -]", "", h.lower()).replace(" ", "-") for h in headings}
+    cited = {m for p in PACKAGE.rglob("*.py") for m in re.findall(r"docs/design\.md#([a-z0-9-]+)", p.read_text())}
+    assert cited, "the code cites no section of docs/design.md"
+    assert sorted(cited - anchors) == []

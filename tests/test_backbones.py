@@ -34,7 +34,7 @@ def test_micro_shapes_and_data_config():
 
 
 def test_default_micro_preset():
-    m = create_backbone(BackboneConfig())  # DESIGN 4: ~0.68 M parameters
+    m = create_backbone(BackboneConfig())  # the micro preset: ~0.68 M parameters
     assert 0.6e6 < sum(p.numel() for p in m.parameters()) < 0.75e6
     assert m(torch.randn(1, 3, 32, 32)).shape == (1, 1)
 

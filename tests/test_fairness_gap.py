@@ -1,4 +1,4 @@
-"""Acceptance: the embedded benchmark shows the fairness generalisation gap (DESIGN 2.4).
+"""Acceptance: the embedded benchmark shows the fairness generalisation gap (docs/design.md#the-embedded-synthetic-dataset).
 
 Full fine-tuning of the cached pre-trained micro backbone fits every group of the training set
 (worst-group AUC >= 0.95) while test AUC of the minority is clearly below the majority's.

@@ -6,7 +6,7 @@ learnable but not trivially separable. The darkest tone is a small minority whos
 lower contrast, and in the majority tones a spurious artefact (an ink marker in a corner) is
 correlated with the label; in the minority it is not. High-capacity fine-tuning therefore fits the
 training set of every group while generalising worse on the minority: the fairness generalisation
-gap of DESIGN 2.4.
+gap of docs/design.md#the-embedded-synthetic-dataset.
 
 Source task (4 classes, for pre-training the micro backbone): round or spiky border times uniform
 or variegated colour, on the same skin tones, balanced across tones, without the artefact.

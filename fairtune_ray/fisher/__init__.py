@@ -1,6 +1,6 @@
 """Per-group Fisher information, its neutralisation, and what it is used for.
 
-This implements the second published idea in DESIGN 2.3 (Fisher weight-importance
+This implements the second published idea in docs/design.md#fisher-neutralisation (Fisher weight-importance
 neutralisation with low-rank factorisation). The paper's full text was not available to us, so
 what follows is OUR formulation of the published idea, not a reproduction of the paper's
 equations.

@@ -1,7 +1,7 @@
 """The Fisher of one pre-trained model on one dataset: computed once, cached on disk, read by trials.
 
 This is OUR formulation of the published idea of Fisher weight-importance neutralisation with
-low-rank factorisation (DESIGN 2.3). The paper's full text was not available to us, so the
+low-rank factorisation (docs/design.md#fisher-neutralisation). The paper's full text was not available to us, so the
 formulas below are what we implement, not a reproduction of the paper's equations. With
 theta* the pre-trained weights (the trial's starting point, fresh head included) and g a
 demographic group of ``data.sensitive_attribute``:

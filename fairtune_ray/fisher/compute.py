@@ -52,7 +52,7 @@ def _is_linear(module: nn.Module) -> bool:
 def fisher_param_names(model: nn.Module, include: Sequence[str] = ("linear", "norm")) -> list[str]:
     """Names of the parameters of every linear and/or norm layer, in ``named_parameters`` order.
 
-    Why only these: DESIGN 2.3 restricts the Fisher to linear and norm layers (the layers that
+    Why only these: docs/design.md#fisher-neutralisation restricts the Fisher to linear and norm layers (the layers that
     the mask search, the EWC penalty and the low-rank factorisation act on).
     """
     unknown = set(include) - {"linear", "norm"}

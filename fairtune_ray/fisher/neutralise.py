@@ -1,4 +1,4 @@
-"""Neutralised importance and disparity from per-group Fisher (DESIGN 2.3, our formulation).
+"""Neutralised importance and disparity from per-group Fisher (docs/design.md#fisher-neutralisation, our formulation).
 
     F^g_n = F^g / ||F^g||_1                      (L1 over every element of every selected tensor)
     I     = mean_g F^g_n

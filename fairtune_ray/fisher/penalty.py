@@ -1,4 +1,4 @@
-"""EWC-style penalty with neutralised importance (DESIGN 2.3 (a)).
+"""EWC-style penalty with neutralised importance (docs/design.md#fisher-neutralisation (a)).
 
     penalty(theta) = lam/2 * sum_i I'_i (theta_i - theta*_i)^2
 

@@ -1,4 +1,4 @@
-"""A search prior from Fisher disparity (DESIGN 2.3 (c)).
+"""A search prior from Fisher disparity (docs/design.md#fisher-neutralisation (c)).
 
 Each mask bit of a ``MaskSpace`` switches a group of parameters. A group whose weights have a
 high disparity D is used very differently by the demographic groups, so training it risks

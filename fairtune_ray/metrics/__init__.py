@@ -1,4 +1,4 @@
-"""Dataset-level subgroup metrics, search objectives and stratified bootstrap intervals (DESIGN 2.2)."""
+"""Dataset-level subgroup metrics, search objectives and stratified bootstrap intervals (docs/design.md#objectives-and-metrics)."""
 from fairtune_ray.metrics.bootstrap import bootstrap_intervals, stratified_indices
 from fairtune_ray.metrics.names import GROUP_FIELDS, OVERALL_METRICS, UndefinedGroupMetricWarning, group_key
 from fairtune_ray.metrics.objectives import OBJECTIVES, Objective, list_objectives, parse_objective

@@ -1,4 +1,4 @@
-"""Bootstrap confidence intervals for subgroup metrics, stratified by group (DESIGN 2.2).
+"""Bootstrap confidence intervals for subgroup metrics, stratified by group (docs/design.md#objectives-and-metrics).
 
 Resampling within each group keeps every group's size fixed, so a small minority group cannot
 vanish from (or be inflated in) a replicate; that would change which groups enter ``min_auc``

@@ -1,4 +1,4 @@
-"""Search objectives: named metrics with a direction, and linear combinations of them (DESIGN 2.2).
+"""Search objectives: named metrics with a direction, and linear combinations of them (docs/design.md#objectives-and-metrics).
 
 The config names its objective as text (``train.objective``); parsing it here, at config load,
 turns a typo into a config error before any Ray process starts instead of a KeyError mid-search.

@@ -1,4 +1,4 @@
-"""Dataset-level subgroup metrics (DESIGN 2.2).
+"""Dataset-level subgroup metrics (docs/design.md#objectives-and-metrics).
 
 Every metric is computed once over the whole split from the collected scores, never averaged
 over mini-batches: batch-averaged AUC is noisy and biased, which is the flaw this project fixes.

@@ -1,7 +1,7 @@
 """Fisher-weighted low-rank factorisation (FWSVD) of linear layers.
 
 For a linear layer with weight W (m x n, out x in) and neutralised importance I' of the same
-shape (DESIGN 2.3 (b), our formulation of the published idea):
+shape (docs/design.md#fisher-neutralisation (b), our formulation of the published idea):
 
     s_j     = sqrt( sum_k I'_jk )                 row (output unit) importance
     U S V^T = svd( diag(s) W )

@@ -1,4 +1,4 @@
-"""FairTune-style binary masks over parameter groups (DESIGN 2.1).
+"""FairTune-style binary masks over parameter groups (docs/design.md#mask-spaces).
 
 A *mask* is a space name plus a 0/1 string (see ``fairtune_ray.models.spaces`` for the spaces);
 ``apply_mask`` turns it into ``requires_grad`` flags. The classification head is always

@@ -1,4 +1,4 @@
-"""Model selection across trials, following the MEDFAIR benchmark (DESIGN 2.2).
+"""Model selection across trials, following the MEDFAIR benchmark (docs/design.md#model-selection).
 
 A single objective can hide trade-offs between groups, so besides ``best`` (best objective value)
 two group-vector strategies are offered:

@@ -19,7 +19,7 @@ def build_model(cfg: ExperimentConfig, spec: TrialSpec, checkpoint: CheckpointLi
                 data: Optional[PackedDataset] = None) -> tuple[nn.Module, int, Optional[nn.Module]]:
     """Return (model, trainable-parameter count, optional penalty module).
 
-    Fisher options (DESIGN 2.3), active only when ``spec.uses_fisher``; I' at ``spec.gamma`` is
+    Fisher options (docs/design.md#fisher-neutralisation), active only when ``spec.uses_fisher``; I' at ``spec.gamma`` is
     read from ``cfg.fisher.importance_path`` (set by the search):
 
     * ``rank > 0`` and ``factorise``: those ``nn.Linear`` layers become Fisher-weighted-SVD

@@ -9,7 +9,7 @@ Obtained from the Harvard Dataverse, doi:10.7910/DVN/DBW86T (also mirrored on Ka
     HAM10000_images_part_2/ISIC_0029306.jpg ...
 
 Images are found by ``image_id`` anywhere below the root, so the Kaggle layout (lower-case
-folder names) works too. Label: ``dx`` in {akiec, mel} (DESIGN 2.4). ``sex`` male/female
+folder names) works too. Label: ``dx`` in {akiec, mel} (docs/design.md#data-model). ``sex`` male/female
 (unknown dropped for that attribute); ``age`` in years, empty when unknown. Splits are by
 ``lesion_id``: several images of one lesion never straddle splits.
 """
