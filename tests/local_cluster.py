@@ -25,7 +25,7 @@ from typing import Optional
 
 import psutil
 
-REPO = Path(__file__).resolve().parents[1]
+from paths import REPO  # noqa: E402
 BIN = Path(sys.executable).parent
 
 

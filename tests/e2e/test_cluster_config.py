@@ -9,15 +9,20 @@ so the config states each node type's CPU/GPU explicitly, and the autoscaler's o
 import copy
 import re
 from functools import partial
-from pathlib import Path
 
 import pytest
 import yaml
-from ray.autoscaler._private.node_provider_availability_tracker import NodeAvailabilitySummary
-from ray.autoscaler._private.resource_demand_scheduler import _default_utilization_scorer, get_nodes_for
+from paths import REPO
+from ray.autoscaler._private.node_provider_availability_tracker import (
+    NodeAvailabilitySummary,
+)
+from ray.autoscaler._private.resource_demand_scheduler import (
+    _default_utilization_scorer,
+    get_nodes_for,
+)
 from ray.autoscaler._private.util import prepare_config, validate_config
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = REPO
 CONFIG = ROOT / "clusters" / "aws.yaml"
 
 

@@ -12,8 +12,9 @@ import time
 from pathlib import Path
 
 import pytest
+from paths import REPO
 
-BENCH = Path(__file__).resolve().parent.parent / "benchmarks"
+BENCH = REPO / "benchmarks"
 SCRIPTS = {
     "fisher": "bench_fisher.py",
     "scheduler_scale": "bench_scheduler_scale.py",

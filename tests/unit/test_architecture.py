@@ -11,8 +11,9 @@ import sys
 from pathlib import Path
 
 import grimp
+from paths import REPO
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = REPO
 PACKAGE = ROOT / "fairtune_ray"
 
 

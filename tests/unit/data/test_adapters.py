@@ -6,15 +6,16 @@ import json
 import warnings
 from pathlib import Path
 
+import fixtures_data as fx
 import numpy as np
 import pandas as pd
 import pytest
+from paths import REPO
 
 from fairtune_ray.data.adapters import ADAPTERS, get_adapter
 from fairtune_ray.data.adapters.columns import AGE_5, AGE_BINARY, SEX
 from fairtune_ray.data.manifest import DataError, DatasetInfo, load_packed_dataset
 from fairtune_ray.data.prepare import prepare_dataset
-import fixtures_data as fx
 
 SIZE = 32
 
@@ -262,7 +263,7 @@ def test_experiment_configs_load():
     pytest.importorskip("fairtune_ray.metrics.objectives")
     from fairtune_ray.config import load_config
 
-    files = sorted((Path(__file__).resolve().parents[1] / "experiments").glob("*.yaml"))
+    files = sorted((REPO / "experiments").glob("*.yaml"))
     for f in files:                      # every experiment file validates
         load_config(f)
     names = {f.stem: f for f in files}

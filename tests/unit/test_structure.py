@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 import ast
-from pathlib import Path
 
-PACKAGE = Path(__file__).resolve().parents[1] / "fairtune_ray"
+from paths import REPO
+
+PACKAGE = REPO / "fairtune_ray"
 MAX_FUNCTION_LINES = 60
 MAX_FILE_LINES = 350
 

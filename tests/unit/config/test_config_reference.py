@@ -1,13 +1,20 @@
 """docs/config.md is generated from the config schema and must match it."""
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Literal, Optional
 
-from fairtune_ray.config import ExperimentConfig
-from fairtune_ray.config.reference import COMMAND, main, render_reference, sections, type_text
+from paths import REPO
 
-DOC = Path(__file__).resolve().parents[1] / "docs" / "config.md"
+from fairtune_ray.config import ExperimentConfig
+from fairtune_ray.config.reference import (
+    COMMAND,
+    main,
+    render_reference,
+    sections,
+    type_text,
+)
+
+DOC = REPO / "docs" / "config.md"
 
 
 def test_docs_config_md_is_up_to_date():
