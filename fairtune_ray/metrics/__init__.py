@@ -1,7 +1,8 @@
-"""Dataset-level subgroup metrics, search objectives and stratified bootstrap intervals (docs/design.md#objectives-and-metrics)."""
+"""Dataset-level subgroup metrics, search objectives and stratified bootstrap intervals, paired comparisons (docs/design.md#objectives-and-metrics)."""
 from fairtune_ray.metrics.bootstrap import bootstrap_intervals, stratified_indices
 from fairtune_ray.metrics.names import GROUP_FIELDS, OVERALL_METRICS, UndefinedGroupMetricWarning, group_key
 from fairtune_ray.metrics.objectives import OBJECTIVES, Objective, list_objectives, parse_objective
+from fairtune_ray.metrics.paired import PairedDifference, paired_differences
 from fairtune_ray.metrics.primitives import binary_cross_entropy, expected_calibration_error, tpr_at_specificity
 from fairtune_ray.metrics.subgroup import compute_metrics, roc_points
 
@@ -25,4 +26,7 @@ __all__ = [
     # intervals
     "bootstrap_intervals",
     "stratified_indices",
+    # paired comparisons
+    "PairedDifference",
+    "paired_differences",
 ]

@@ -1,8 +1,12 @@
-"""Bootstrap confidence intervals for subgroup metrics, stratified by group (docs/design.md#objectives-and-metrics).
+"""Bootstrap confidence intervals for subgroup metrics, stratified by group x label
+(docs/design.md#objectives-and-metrics).
 
-Resampling within each group keeps every group's size fixed, so a small minority group cannot
-vanish from (or be inflated in) a replicate; that would change which groups enter ``min_auc``
-and make the interval describe a different population. With several retrain seeds the same
+Resampling within each group's positives and within its negatives keeps every group's size and
+class counts fixed, so a small minority group cannot vanish from (or be inflated in) a replicate,
+and a group whose AUC is defined on the full split is defined in every replicate: an aggregate
+such as ``min_auc`` is always taken over the same groups as its point estimate. (Stratifying by
+group alone let a minority with 2 positives lose both in a share of replicates, and ``min_auc``
+of those replicates silently became the minimum over the other groups.) With several retrain seeds the same
 resampled indices are applied to every seed's scores, so the interval covers sampling noise of
 the seed-averaged metric rather than mixing in seed-to-seed pairing noise.
 """
@@ -22,21 +26,32 @@ __all__ = ["bootstrap_intervals", "stratified_indices"]
 ArrayLike = Union[np.ndarray, Sequence[float]]
 
 
-def stratified_indices(groups: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """One replicate: indices drawn with replacement within each group (group sizes unchanged)."""
+def _strata_codes(groups: np.ndarray, labels: Optional[np.ndarray]) -> np.ndarray:
+    """One code per (group, label) cell; per group only when ``labels`` is None."""
     g = np.asarray(groups)
-    out = np.empty(g.size, dtype=np.int64)
-    for code in np.unique(g):
-        members = np.flatnonzero(g == code)
+    if labels is None:
+        return g
+    _, codes = np.unique(np.stack([g, np.asarray(labels)]), axis=1, return_inverse=True)
+    return codes.reshape(-1)
+
+
+def stratified_indices(groups: np.ndarray, rng: np.random.Generator, labels: Optional[np.ndarray] = None) -> np.ndarray:
+    """One replicate: indices drawn with replacement within each group (x label, when given), so the
+    size of every group (and its count of each class) is unchanged."""
+    cells = _strata_codes(groups, labels)
+    out = np.empty(cells.size, dtype=np.int64)
+    for code in np.unique(cells):
+        members = np.flatnonzero(cells == code)
         out[members] = members[rng.integers(0, members.size, members.size)]
     return out
 
 
 class _Strata:
-    """Precomputed group membership so each replicate is a few vectorised draws."""
+    """Precomputed group x label membership so each replicate is a few vectorised draws."""
 
-    def __init__(self, groups: np.ndarray) -> None:
-        self.members = [np.flatnonzero(groups == c) for c in np.unique(groups)]
+    def __init__(self, groups: np.ndarray, labels: np.ndarray) -> None:
+        cells = _strata_codes(groups, labels)
+        self.members = [np.flatnonzero(cells == c) for c in np.unique(cells)]
 
     def draw(self, rng: np.random.Generator) -> np.ndarray:
         return np.concatenate([m[rng.integers(0, m.size, m.size)] for m in self.members])
@@ -54,20 +69,21 @@ def bootstrap_intervals(
     threshold: float = 0.5,
     positive_is_disease: bool = True,
 ) -> dict[str, dict[str, float]]:
-    """Percentile intervals ``{metric: {"point", "lo", "hi", "std"}}`` from a group-stratified bootstrap.
+    """Percentile intervals ``{metric: {"point", "lo", "hi", "std", "n_valid"}}`` from a bootstrap
+    stratified by group x label.
 
     ``scores`` is one 1-D array or a list of arrays (one per retrain seed, same samples): then each
     metric is the mean over seeds. ``point`` is that metric on the full sample; replicates where a
     metric is undefined (NaN) are ignored. Only the work the requested metrics need is done.
     """
     _check_arguments(metric_names, n_boot, alpha)
-    evaluate = _seed_averaged(y_true, scores, groups, list(metric_names), group_names, threshold, positive_is_disease)
+    evaluate = seed_averaged(y_true, scores, groups, list(metric_names), group_names, threshold, positive_is_disease)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", UndefinedGroupMetricWarning)
         point = evaluate(None)
         point_msgs = sorted({str(w.message) for w in caught if _is_undefined(w)})
         caught.clear()
-        reps = _replicates(evaluate, n_boot, seed)
+        [reps] = replicates([evaluate], n_boot, seed)
         n_rep_warn = sum(1 for w in caught if _is_undefined(w))
         others = [w for w in caught if not _is_undefined(w)]
     _reemit_once(others)
@@ -120,7 +136,7 @@ class _SeedAveraged:
         return vals.mean(axis=0)
 
 
-def _seed_averaged(y_true, scores, groups, names: list[str], group_names: Optional[dict[int, str]],
+def seed_averaged(y_true, scores, groups, names: list[str], group_names: Optional[dict[int, str]],
                    threshold: float, positive_is_disease: bool) -> _SeedAveraged:
     """Validate every seed's scores against the labels and groups once, up front."""
     checked = [_validate(y_true, s, groups) for s in _as_seed_list(scores)]
@@ -128,13 +144,16 @@ def _seed_averaged(y_true, scores, groups, names: list[str], group_names: Option
     return _SeedAveraged(y, g, [c[1] for c in checked], names, group_names, threshold, positive_is_disease)
 
 
-def _replicates(evaluate: _SeedAveraged, n_boot: int, seed: int) -> np.ndarray:
-    """``(n_boot, n_metrics)``: the metrics of each group-stratified resample, seeded."""
+def replicates(evaluators: Sequence[_SeedAveraged], n_boot: int, seed: int) -> list[np.ndarray]:
+    """``(n_boot, n_metrics)`` per evaluator: the metrics of each group x label stratified resample,
+    seeded. Every evaluator (e.g. two models on the same test split) scores the same resamples."""
     rng = np.random.default_rng(seed)
-    strata = _Strata(evaluate.g)
-    reps = np.empty((n_boot, len(evaluate.names)))
+    strata = _Strata(evaluators[0].g, evaluators[0].y)
+    reps = [np.empty((n_boot, len(e.names))) for e in evaluators]
     for b in range(n_boot):
-        reps[b] = evaluate(strata.draw(rng))
+        idx = strata.draw(rng)
+        for e, r in zip(evaluators, reps):
+            r[b] = e(idx)
     return reps
 
 

@@ -11,14 +11,16 @@ from typing import Callable, Optional
 import numpy as np
 from matplotlib.figure import Figure
 
-from fairtune_ray.metrics import compute_metrics, roc_points
+from fairtune_ray.metrics import compute_metrics, parse_objective, roc_points
 from fairtune_ray.reporting import plots
 from fairtune_ray.reporting.pareto_plot import pareto_figure
 from fairtune_ray.reporting.run_data import RunData
 from fairtune_ray.reporting.trials import is_finite
+from fairtune_ray.search.results import PAIRED_METRICS
 from fairtune_ray.search.run_folder import SCORES_FILE
 from fairtune_ray.search.selection import pareto_front
 
+PAIRED_LABELS = {"min_auc": "worst-group AUC", "auc_gap": "AUC gap", "overall_auc": "test AUC"}
 ROC_BASELINE_MASKS = ("full", "linear")  # the ROC panels compare the selection with these two baselines
 
 
@@ -42,7 +44,7 @@ class FigureSpec:
 
 def build_figures(data: RunData, log: Callable = print) -> list[ReportFigure]:
     """Every figure of the report, in report order (the Fisher one only when statistics exist)."""
-    specs = [pareto_spec(data), masks_spec(data), roc_spec(data), epochs_spec(data)]
+    specs = [paired_spec(data), pareto_spec(data), masks_spec(data), roc_spec(data), epochs_spec(data)]
     if data.fisher is not None:
         specs.append(fisher_spec(data))
     return [render_figure(s, log) for s in specs]
@@ -99,6 +101,17 @@ def masks_spec(data: RunData) -> FigureSpec:
         lambda: plots.mask_heatmap_figure(trials, data.bit_keys, data.group_names, data.objective, data.mode,
                                           data.selected_id),
         None if (trials and data.bit_keys) else "the trials have no mask bits (method without a mask search)")
+
+
+def paired_spec(data: RunData) -> FigureSpec:
+    compared = [r for r in data.results if r.vs_selected]
+    metrics = [(m, PAIRED_LABELS[m], parse_objective(m).mode == "max") for m in PAIRED_METRICS]
+    return FigureSpec(
+        "paired", "Paired differences: selected − each other row on test",
+        "Each row's difference from the selected configuration, computed on the same bootstrap resamples of "
+        "the test images (stratified by group × label); a verdict needs an interval that excludes 0.",
+        lambda: plots.forest_figure(compared, metrics),
+        None if compared else "no paired differences in results.json (written by searches from this version on)")
 
 
 def roc_spec(data: RunData) -> FigureSpec:

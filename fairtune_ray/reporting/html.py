@@ -10,10 +10,10 @@ from typing import Sequence
 
 from jinja2 import Environment, PackageLoader, StrictUndefined
 
-from fairtune_ray.reporting.figures import ReportFigure
+from fairtune_ray.reporting.figures import PAIRED_LABELS, ReportFigure
 from fairtune_ray.reporting.run_data import RunData
 from fairtune_ray.reporting.trials import best_trials, is_finite, trial_bits
-from fairtune_ray.search.results import TABLE_METRICS, ResultRow, results_table
+from fairtune_ray.search.results import PAIRED_METRICS, TABLE_METRICS, ResultRow, results_table
 
 TEMPLATE = "report.html.j2"
 TOP_TRIALS = 12  # rows of the "top trials on validation" table
@@ -44,7 +44,8 @@ def render_html(data: RunData, figs: Sequence[ReportFigure], mlflow_line: str) -
     return _ENV.get_template(TEMPLATE).render(
         name=data.info.get("name") or data.run_dir.name, objective=data.objective, trials_count=len(data.trials),
         summary=summary_text(data, markdown=False), run_folder=data.run_dir.resolve(), mlflow_line=mlflow_line,
-        results=data.results, table_metrics=TABLE_METRICS,
+        results=data.results, table_metrics=TABLE_METRICS, paired_metrics=PAIRED_METRICS, paired_labels=PAIRED_LABELS,
+        paired_rows=[r for r in data.results if r.vs_selected],
         results_text=results_table(data.results) if data.results else "",
         top_trials=top_trial_rows(data), figures=figs)
 

@@ -230,3 +230,30 @@ def fisher_figure(df) -> Figure:
     ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()
     return fig
+
+
+def forest_figure(rows: Sequence, metrics: Sequence[tuple[str, str, bool]]) -> Figure:
+    """Selected minus each other row, one panel per metric: point and paired 95% interval per row.
+
+    ``rows`` are result rows with ``vs_selected``; ``metrics`` are (name, label, higher_is_better).
+    Green where the interval favours the selection, red where it favours the other row, grey where
+    it includes 0."""
+    fig = Figure(figsize=(4.2 * len(metrics), 0.6 * len(rows) + 1.6))
+    axes = fig.subplots(1, len(metrics), sharey=True, squeeze=False)[0]
+    colors = {"better": "tab:green", "worse": "tab:red"}
+    for ax, (name, label, higher) in zip(axes, metrics):
+        for y, row in enumerate(rows):
+            d = row.vs_selected[name]
+            ax.errorbar([d.diff], [y], xerr=[[d.diff - d.lo], [d.hi - d.diff]], fmt="o", capsize=4,
+                        color=colors.get(d.verdict, "0.45"))
+        ax.axvline(0.0, color="black", lw=0.8, ls="--")
+        ax.set_title(label, fontsize=10)
+        ax.set_xlabel("selected − row" + (" (> 0 favours selected)" if higher else " (< 0 favours selected)"))
+        ax.set_yticks(range(len(rows)), [f"vs {r.method}" for r in rows])
+        ax.set_ylim(len(rows) - 0.5, -0.5)
+    axes[0].legend(handles=[Line2D([], [], marker="o", ls="", color=c, label=lbl) for lbl, c in
+                            [("selection better", "tab:green"), ("selection worse", "tab:red"),
+                             ("no detectable difference", "0.45")]], loc="best", fontsize=8)
+    fig.suptitle("Paired differences on the same test resamples (95% intervals)")
+    fig.tight_layout()
+    return fig

@@ -18,9 +18,12 @@ import numpy as np
 
 from fairtune_ray.common.files import atomic_write_text
 from fairtune_ray.common.tables import format_table
+from fairtune_ray.metrics.paired import PairedDifference
 from fairtune_ray.models.naming import short_mask_label
 
 TABLE_METRICS = ("overall_auc", "min_auc", "auc_gap", "eodds_diff")
+PAIRED_METRICS = ("min_auc", "auc_gap", "overall_auc")  # selected - each other row, paired bootstrap
+PAIRED_PREFIX = "vs_selected/"
 RESULTS_JSON = "results.json"
 RESULTS_CSV = "results.csv"
 
@@ -72,6 +75,7 @@ class ResultRow:
     rank: int = 0
     factorise: str = ""
     test: dict[str, MetricInterval] = field(default_factory=dict)
+    vs_selected: dict[str, PairedDifference] = field(default_factory=dict)  # selected - this row (not on the selected)
     scores: Optional[TestScores] = field(default=None, repr=False, compare=False)
 
     @property
@@ -92,11 +96,15 @@ class ResultRow:
 
     def to_flat(self) -> dict:
         """The JSON/CSV/MLflow form: ``test/<metric>``, ``test/<metric>_lo|_hi|_seed_std``."""
-        out = {k: v for k, v in asdict(self).items() if k not in ("test", "scores")}
+        out = {k: v for k, v in asdict(self).items() if k not in ("test", "vs_selected", "scores")}
         out["role"] = self.role.value
         for m, iv in self.test.items():
             out.update({f"test/{m}": iv.point, f"test/{m}_lo": iv.lo, f"test/{m}_hi": iv.hi,
                         f"test/{m}_seed_std": iv.seed_std})
+        for m, d in self.vs_selected.items():
+            key = PAIRED_PREFIX + m
+            out.update({key: d.diff, f"{key}_lo": d.lo, f"{key}_hi": d.hi, f"{key}_verdict": d.verdict,
+                        f"{key}_n_valid": d.n_valid})
         return out
 
     @classmethod
@@ -105,10 +113,14 @@ class ResultRow:
         test = {m: MetricInterval(float(d[f"test/{m}"]), float(d.get(f"test/{m}_lo", math.nan)),
                                   float(d.get(f"test/{m}_hi", math.nan)), float(d.get(f"test/{m}_seed_std", math.nan)))
                 for m in names}
+        paired = {k[len(PAIRED_PREFIX):]: PairedDifference(float(d[k]), float(d[f"{k}_lo"]), float(d[f"{k}_hi"]),
+                                                          str(d[f"{k}_verdict"]), int(d.get(f"{k}_n_valid", 0)))
+                  for k in d if k.startswith(PAIRED_PREFIX) and not k.endswith(("_lo", "_hi", "_verdict", "_n_valid"))}
         return cls(method=str(d["method"]), role=Role(d.get("role", Role.BASELINE.value)), mask=str(d["mask"]),
                    lr=float(d["lr"]), trainable_params=int(d["trainable_params"]), seeds=int(d.get("seeds", 1)),
                    val_objective=float(d.get("val_objective", math.nan)), ewc_lambda=float(d.get("ewc_lambda", 0.0)),
-                   rank=int(d.get("rank", 0)), factorise=str(d.get("factorise", "") or ""), test=test)
+                   rank=int(d.get("rank", 0)), factorise=str(d.get("factorise", "") or ""), test=test,
+                   vs_selected=paired)
 
 
 def selected_row(rows: Sequence[ResultRow]) -> Optional[ResultRow]:
@@ -125,6 +137,19 @@ def results_table(rows: Sequence[ResultRow]) -> str:
     shown = [{"method": r.method, "mask": r.mask, "trainable_params": r.trainable_params,
               **{m: r.interval_text(m) for m in TABLE_METRICS}} for r in rows]
     return format_table(shown, RESULT_COLUMNS)
+
+
+PAIRED_COLUMNS = [("comparison", "selected - row"), ("min_auc", "Δ worst-group AUC [95% CI]"),
+                  ("auc_gap", "Δ AUC gap"), ("overall_auc", "Δ test AUC")]
+
+
+def paired_table(rows: Sequence[ResultRow]) -> str:
+    """Selected minus each other row on the same test resamples, with the verdict for the selected
+    configuration ("better" / "worse" only where the paired interval excludes 0)."""
+    shown = [{"comparison": f"vs {r.method}", **{m: r.vs_selected[m].text() if m in r.vs_selected else "n/a"
+                                                 for m in PAIRED_METRICS}}
+             for r in rows if r.vs_selected]
+    return format_table(shown, PAIRED_COLUMNS) if shown else ""
 
 
 def write_results(rows: Sequence[ResultRow], folder: Path) -> tuple[Path, Path]:

@@ -50,6 +50,14 @@ def test_search_end_to_end(tiny_overrides, ray_local, tmp_path):
     for row in out.rows:
         for m in ("overall_auc", "min_auc", "auc_gap", "eodds_diff"):
             assert row.test[m].lo <= row.test[m].hi
+    # every other row is compared with the selected one on the same test resamples
+    for row in out.rows[1:]:
+        assert set(row.vs_selected) == {"min_auc", "auc_gap", "overall_auc"}
+        d = row.vs_selected["min_auc"]
+        assert d.lo <= d.hi and d.n_valid == 50  # search.bootstrap replicates, all defined (group x label strata)
+        assert d.diff == pytest.approx(out.rows[0].metric("min_auc") - row.metric("min_auc"), abs=1e-9)
+        assert d.verdict in ("better", "worse", "no detectable difference")
+    assert not out.rows[0].vs_selected
     saved = json.loads((out.run_dir / "results.json").read_text())
     assert [r["method"] for r in saved] == methods and saved[0]["role"] == "selected"
     assert (out.run_dir / "results.csv").exists()
@@ -57,7 +65,7 @@ def test_search_end_to_end(tiny_overrides, ray_local, tmp_path):
     assert finished.data.params["selected.mask"] == out.rows[0].mask
     assert "mlflow.note.content" in finished.data.tags
     artifacts = {a.path for a in client.list_artifacts(out.parent_run_id)}
-    assert {"results.csv", "results.json", "config.yaml"} <= artifacts
+    assert {"results.csv", "results.json", "config.yaml", "paired_differences.md"} <= artifacts
 
     # every stage recorded its output; the report is the last stage
     assert {p.stem for p in (out.run_dir / "stages").glob("*.json")} == STAGES

@@ -16,6 +16,7 @@ import ray
 import yaml
 from mlflow.tracking import MlflowClient
 
+from fairtune_ray.common.files import atomic_write_text
 from fairtune_ray.config import ExperimentConfig
 from fairtune_ray.data.loading import load_dataset
 from fairtune_ray.models.shipping import ship_checkpoint
@@ -81,7 +82,7 @@ def _open_parent_run(cfg: ExperimentConfig, request: SearchRequest, uri: str, na
 def _save_config(cfg: ExperimentConfig, run_dir: Path, uri: str, parent: str) -> None:
     """config.yaml in the run folder and on the parent run (the report rebuilds the mask space from it)."""
     text = yaml.safe_dump(cfg.model_dump(), sort_keys=False)
-    (run_dir / CONFIG_FILE).write_text(text)
+    atomic_write_text(run_dir / CONFIG_FILE, text)
     MlflowClient(uri).log_text(parent, text, CONFIG_FILE)
 
 

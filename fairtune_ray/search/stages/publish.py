@@ -7,14 +7,14 @@ from typing import Callable
 
 from mlflow.tracking import MlflowClient
 
-from fairtune_ray.search.results import RESULTS_CSV, RESULTS_JSON, results_table, selected_row
+from fairtune_ray.search.results import RESULTS_CSV, RESULTS_JSON, paired_table, results_table, selected_row
 from fairtune_ray.search.run_folder import SCORES_FILE, TRIALS_FILE
 from fairtune_ray.search.stages.types import Prepared, Selection, Tested, TuneOutcome
 from fairtune_ray.tracking.mlflow_runs import log_metrics, metric_key
 
 
 def publish(p: Prepared, tuned: TuneOutcome, selection: Selection, tested: Tested, log: Callable = print) -> str:
-    """Returns the results table (markdown) it logged."""
+    """Returns the results table and the paired-difference table (markdown) it logged."""
     client = MlflowClient(p.tracking_uri)
     parent, spec = p.parent_run_id, selection.selected_spec
     client.log_param(parent, "selected.mask", spec.mask)
@@ -25,12 +25,19 @@ def publish(p: Prepared, tuned: TuneOutcome, selection: Selection, tested: Teste
         metrics.update({f"test/{m}_{end}": getattr(iv, end) for m, iv in row.test.items() for end in ("lo", "hi")})
         metrics.update({f"test/{m}_seed_std": iv.seed_std for m, iv in row.test.items()})
         metrics.update(trainable_params=row.trainable_params, val_objective=row.val_objective)
+        for m, d in row.vs_selected.items():  # selected - this row
+            metrics.update({f"selected_minus/{m}": d.diff, f"selected_minus/{m}_lo": d.lo,
+                            f"selected_minus/{m}_hi": d.hi})
         log_metrics(client, parent, {f"{_slug(row.method)}/{k}": v for k, v in metrics.items()}, step=0)
     for name in (RESULTS_CSV, RESULTS_JSON, TRIALS_FILE, SCORES_FILE):
         if (Path(p.run_dir) / name).is_file():
             client.log_artifact(parent, str(Path(p.run_dir) / name))
     table = results_table(tested.rows)
+    paired = paired_table(tested.rows)
     client.log_text(parent, table, "results_table.md")
+    if paired:
+        client.log_text(parent, paired, "paired_differences.md")
+        table += f"\n\nPaired differences on the same test resamples (95% intervals):\n\n{paired}"
     client.set_tag(parent, "mlflow.note.content", _summary(tuned, selection, tested, table))
     client.set_terminated(parent, "FINISHED")
     log("\n" + table)

@@ -3,8 +3,9 @@
 Each candidate (the selected configuration and the baselines) is retrained with several seeds
 as parallel Ray tasks through the same inner loop, evaluated on the test split at its best
 validation epoch, and summarised with stratified-bootstrap 95% intervals of the seed-averaged
-metric (the same resampled test indices for every seed). Writes results.csv/json and
-test_scores.npz to the run folder.
+metric (the same resampled test indices for every seed). Every other row is compared with the
+selected one on the same resamples (a paired difference with its interval and verdict). Writes
+results.csv/json and test_scores.npz to the run folder.
 """
 from __future__ import annotations
 
@@ -15,9 +16,17 @@ import ray
 
 from fairtune_ray.config import ExperimentConfig
 from fairtune_ray.data.manifest import PackedDataset
-from fairtune_ray.metrics import bootstrap_intervals
+from fairtune_ray.metrics import bootstrap_intervals, paired_differences
 from fairtune_ray.models.shipping import CheckpointLike
-from fairtune_ray.search.results import TABLE_METRICS, MetricInterval, ResultRow, TestScores, write_results
+from fairtune_ray.search.results import (
+    PAIRED_METRICS,
+    TABLE_METRICS,
+    MetricInterval,
+    ResultRow,
+    TestScores,
+    selected_row,
+    write_results,
+)
 from fairtune_ray.search.run_folder import SCORES_FILE, save_test_scores
 from fairtune_ray.search.stages.types import Candidate, Prepared, Selection, Tested
 from fairtune_ray.training.loop import fine_tune
@@ -27,6 +36,7 @@ from fairtune_ray.training.spec import TrialSpec
 
 def retrain_and_test(p: Prepared, selection: Selection, log: Callable = print) -> Tested:
     rows = retrain_candidates(p.cfg, selection.candidates, p.data, p.checkpoint, p.group_names, log)
+    compare_with_selected(p.cfg, rows, p.group_names)
     write_results(rows, p.run_dir)
     save_test_scores(rows, p.run_dir / SCORES_FILE, p.group_names)  # for the report's ROC curves
     return Tested(rows)
@@ -54,6 +64,23 @@ def _retrain(cfg_dict: dict, spec: TrialSpec, data: PackedDataset, checkpoint: C
     return {"labels": test.labels, "scores": test.scores, "groups": test.groups, "trainable": fit.trainable_params,
             "best_epoch": fit.best_epoch, "val_objective": fit.best_val.get("objective", float("nan")),
             "seconds": fit.seconds, "test_metrics": fit.final["test"]}
+
+
+def compare_with_selected(cfg: ExperimentConfig, rows: list[ResultRow], group_names: dict[int, str]) -> None:
+    """Fill each other row's ``vs_selected``: selected - row on the same bootstrap resamples (paired)."""
+    selected = selected_row(rows)
+    if selected is None or selected.scores is None:
+        return
+    for row in rows:
+        if row is selected or row.scores is None:
+            continue
+        if not (np.array_equal(row.scores.labels, selected.scores.labels)
+                and np.array_equal(row.scores.groups, selected.scores.groups)):
+            raise RuntimeError(f"'{row.method}' was tested on other images than the selected configuration: "
+                               "a paired comparison needs the same test split in the same order")
+        row.vs_selected = paired_differences(selected.scores.labels, selected.scores.scores, row.scores.scores,
+                                             selected.scores.groups, list(PAIRED_METRICS), n_boot=cfg.search.bootstrap,
+                                             seed=cfg.search.seed, group_names=group_names)
 
 
 def result_row(cfg: ExperimentConfig, c: Candidate, runs: list[dict], group_names: dict[int, str]) -> ResultRow:

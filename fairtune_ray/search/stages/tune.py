@@ -5,7 +5,6 @@ An interrupted study (Ctrl-C) keeps its Tune state; ``--resume`` continues it wi
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Callable
 
@@ -17,7 +16,7 @@ from fairtune_ray.metrics import parse_objective
 from fairtune_ray.search.callbacks import TrialStatusCallback
 from fairtune_ray.search.errors import SearchInterrupted
 from fairtune_ray.search.fisher_prior import fisher_seed_points
-from fairtune_ray.search.run_folder import TRIALS_FILE
+from fairtune_ray.search.run_folder import TRIALS_FILE, write_json
 from fairtune_ray.search.space import build_param_space, initial_points, uses_fisher
 from fairtune_ray.search.stages.types import Prepared, TuneOutcome
 from fairtune_ray.search.trial import run_trial
@@ -49,7 +48,7 @@ def run_tune(p: Prepared, log: Callable = print) -> TuneOutcome:
     if not trials:
         MlflowClient(p.tracking_uri).set_terminated(p.parent_run_id, "FAILED")
         raise RuntimeError(f"no trial reported a result; see the Ray logs under {p.exp_path}")
-    (Path(p.run_dir) / TRIALS_FILE).write_text(json.dumps(trials, indent=2, default=str))
+    write_json(Path(p.run_dir) / TRIALS_FILE, trials)
     return TuneOutcome(trials, statuses)
 
 

@@ -387,3 +387,67 @@ def test_bootstrap_is_fast():
     elapsed = time.perf_counter() - t0
     assert set(r) == set(BOOT_METRICS)
     assert elapsed < 8.0, f"500 replicates took {elapsed:.1f}s"
+
+
+# --------------------------------------------------------------------------- group x label strata, paired differences
+def _small_minority(seed: int = 0):
+    """Majority of 400 (AUC ~0.96); a minority of 20 with only 2 positives (AUC 0.5)."""
+    rng = np.random.default_rng(seed)
+    y_maj = (rng.random(400) < 0.5).astype(int)
+    s_maj = np.clip(y_maj * 0.6 + rng.normal(0.2, 0.18, 400), 0, 1)
+    y_min = np.array([1, 1] + [0] * 18)
+    s_min = np.array([0.2, 0.8] + list(np.linspace(0.1, 0.9, 18)))
+    y, s = np.concatenate([y_maj, y_min]), np.concatenate([s_maj, s_min])
+    g = np.array([0] * 400 + [1] * 20)
+    return y, s, g
+
+
+def test_stratified_resampling_keeps_each_groups_class_counts():
+    y, _, g = _small_minority()
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        idx = stratified_indices(g, rng, labels=y)
+        np.testing.assert_array_equal(g[idx], g)
+        np.testing.assert_array_equal(y[idx], y)  # each position redrawn from its own group x label cell
+
+
+def test_worst_group_interval_stays_on_the_small_group():
+    y, s, g = _small_minority()
+    names = {0: "majority", 1: "minority"}
+    point = compute_metrics(y, s, g, names)
+    assert point["group/majority/auc"] > 0.9 and point["min_auc"] == point["group/minority/auc"]
+    r = bootstrap_intervals(y, s, g, ["min_auc", "group/minority/auc"], n_boot=300, seed=1, group_names=names)
+    assert r["group/minority/auc"]["n_valid"] == 300  # defined in every replicate
+    # before: the upper bound was the majority's AUC (replicates without minority positives)
+    assert r["min_auc"]["hi"] < point["group/majority/auc"] - 0.05
+    assert r["min_auc"]["hi"] <= r["group/minority/auc"]["hi"] + 1e-12
+
+
+def test_paired_difference_equals_a_direct_computation_on_the_same_indices():
+    from fairtune_ray.metrics import paired_differences
+
+    y, s, g = make_data(n=600, seed=11)
+    s2 = np.clip(s + np.random.default_rng(3).normal(0, 0.15, s.size), 0, 1)
+    got = paired_differences(y, s, s2, g, ["min_auc", "auc_gap", "overall_auc"], n_boot=80, seed=5, group_names=NAMES)
+    rng = np.random.default_rng(5)
+    diffs = []
+    for _ in range(80):  # the same draws, in the same order, as the bootstrap
+        idx = stratified_indices(g, rng, labels=y)
+        a, b = compute_metrics(y[idx], s[idx], g[idx], NAMES), compute_metrics(y[idx], s2[idx], g[idx], NAMES)
+        diffs.append([a[m] - b[m] for m in ("min_auc", "auc_gap", "overall_auc")])
+    diffs = np.array(diffs)
+    full_a, full_b = compute_metrics(y, s, g, NAMES), compute_metrics(y, s2, g, NAMES)
+    for j, m in enumerate(("min_auc", "auc_gap", "overall_auc")):
+        lo, hi = np.percentile(diffs[:, j], [2.5, 97.5])
+        assert got[m].diff == pytest.approx(full_a[m] - full_b[m], abs=1e-9)
+        assert (got[m].lo, got[m].hi) == (pytest.approx(lo, abs=1e-9), pytest.approx(hi, abs=1e-9))
+    assert got["overall_auc"].verdict == "better"  # adding noise to the scores only hurts AUC
+
+
+def test_verdict_follows_the_interval_and_the_metric_direction():
+    from fairtune_ray.metrics.paired import verdict
+
+    assert verdict(0.01, 0.2, True) == "better" and verdict(0.01, 0.2, False) == "worse"
+    assert verdict(-0.2, -0.01, True) == "worse" and verdict(-0.2, -0.01, False) == "better"
+    assert verdict(-0.1, 0.1, True) == "no detectable difference"
+    assert verdict(float("nan"), 0.1, True) == "undefined"

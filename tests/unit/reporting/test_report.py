@@ -19,9 +19,10 @@ import yaml
 
 from fairtune_ray.config import config_from_dict
 from fairtune_ray.fisher.stats import STAT_COLUMNS, save_fisher_parquet
+from fairtune_ray.metrics import paired_differences
 from fairtune_ray.reporting import plots
 from fairtune_ray.reporting.report import load_run, write_report
-from fairtune_ray.search.results import MetricInterval, ResultRow, Role, write_results
+from fairtune_ray.search.results import PAIRED_METRICS, MetricInterval, ResultRow, Role, write_results
 from fairtune_ray.search.results import TestScores as SeedScores  # renamed: pytest would collect Test*
 from fairtune_ray.search.run_folder import load_test_scores, save_test_scores
 
@@ -85,6 +86,9 @@ def _rows() -> list[ResultRow]:
         rows.append(ResultRow(method=method, role=role, mask=mask, lr=lr,
                               trainable_params={"full": 110_000, "linear": 194}.get(mask, 3194), seeds=2,
                               val_objective=0.8, test=test, scores=SeedScores(labels, groups, scores)))
+    for row in rows[1:]:  # as the retrain-and-test stage does: selected - row on the same resamples
+        row.vs_selected = paired_differences(labels, rows[0].scores.scores, row.scores.scores, groups,
+                                             list(PAIRED_METRICS), n_boot=40, seed=0, group_names=GROUPS)
     return rows
 
 
@@ -178,7 +182,7 @@ def test_report_has_every_section_and_valid_pngs(search_run):
     for sec in SECTIONS:
         assert f"<section id={sec}>" in html, sec
     pngs = _images(html)
-    assert len(pngs) == 5  # pareto, masks, roc, epochs, fisher
+    assert len(pngs) == 6  # paired differences, pareto, masks, roc, epochs, fisher
     _check_pngs(pngs)
     assert 'class="note"' not in html  # no section fell back to a note
     # the results table shows intervals and the selected row; mask labels come from the mask space
@@ -190,10 +194,13 @@ def test_report_has_every_section_and_valid_pngs(search_run):
     names = {a.path for a in client.list_artifacts(parent, "report")}
     assert "report/report.html" in names
     figs = {a.path.rsplit("/", 1)[-1] for a in client.list_artifacts(parent, "report/figures")}
-    assert figs == {p.name for p in (search_run["run_dir"] / "figures").glob("*.png")} and len(figs) == 5
+    assert figs == {p.name for p in (search_run["run_dir"] / "figures").glob("*.png")} and len(figs) == 6
     note = client.get_run(parent).data.tags["mlflow.note.content"]
     assert "8 trials" in note and "4 stopped early" in note and "worst-group AUC" in note and "report/report.html" in note
-    assert any("logged 5 figures" in line for line in logs)
+    assert any("logged 6 figures" in line for line in logs)
+    # the paired-difference table: selected - each baseline, with a verdict
+    assert "Selected minus each other row (paired)" in html and "vs Full fine-tuning" in html
+    assert html.count("no detectable difference") + html.count("better") + html.count("worse") >= 2
 
 
 def test_mask_groups_come_from_the_mask_space(search_run):
@@ -223,7 +230,7 @@ def test_report_without_reachable_mlflow_says_so(search_run, tmp_path):
     # the Fisher section is left out, the others still render
     assert "<section id=epochs>" in html and "no per-epoch history" in html
     assert "<section id=fisher>" not in html
-    assert len(_images(html)) == 3
+    assert len(_images(html)) == 4  # paired, pareto, masks, roc
     _check_pngs(_images(html))
 
 
@@ -239,7 +246,7 @@ def test_cli_report_from_parent_run_id(search_run, tmp_path, capsys):
     for sec in SECTIONS:
         assert f"<section id={sec}>" in html, sec
     _check_pngs(_images(html))
-    assert len(_images(html)) == 5
+    assert len(_images(html)) == 6
 
 
 def test_cli_report_rejects_unknown_target(tmp_path, capsys):
@@ -266,7 +273,7 @@ def test_epoch_history_falls_back_to_tune_result_files(search_run, tmp_path):
     assert {h["trial_id"]: h["steps"][-1] for h in data.histories}["5e1f0_00003"] == 1
     assert data.selected_id == SELECTED  # found from the results row's mask and lr
     html = write_report(run_dir, log=lambda *_: None).read_text()
-    assert "no per-epoch history" not in html and len(_images(html)) == 4
+    assert "no per-epoch history" not in html and len(_images(html)) == 5
 
 
 def _relabel(run_dir: Path, labels: dict[str, str]) -> list[ResultRow]:
