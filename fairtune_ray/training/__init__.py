@@ -1,0 +1,1 @@
+"""The inner fine-tune (one loop for every path), the model a trial trains, process set-up and micro-backbone pre-training."""
