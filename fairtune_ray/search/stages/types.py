@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Optional
 
 from fairtune_ray.config import ExperimentConfig
 from fairtune_ray.data.manifest import PackedDataset
@@ -118,5 +118,3 @@ class Tested:
     def from_record(cls, record: dict) -> "Tested":
         return cls([ResultRow.from_flat(r) for r in record["rows"]])
 
-
-Record = dict[str, Any]
