@@ -64,6 +64,8 @@ def test_search_end_to_end(tiny_overrides, ray_local, tmp_path):
     finished = client.get_run(out.parent_run_id)
     assert finished.data.params["selected.mask"] == out.rows[0].mask
     assert "mlflow.note.content" in finished.data.tags
+    assert finished.data.metrics["full_fine-tuning/vs_selected/min_auc"] == pytest.approx(
+        out.rows[1].vs_selected["min_auc"].diff)
     artifacts = {a.path for a in client.list_artifacts(out.parent_run_id)}
     assert {"results.csv", "results.json", "config.yaml", "paired_differences.md"} <= artifacts
 

@@ -7,7 +7,8 @@ from typing import Callable
 
 from mlflow.tracking import MlflowClient
 
-from fairtune_ray.search.results import RESULTS_CSV, RESULTS_JSON, paired_table, results_table, selected_row
+from fairtune_ray.search.results import (PAIRED_PREFIX, RESULTS_CSV, RESULTS_JSON, paired_table, results_table,
+                                         selected_row)
 from fairtune_ray.search.run_folder import SCORES_FILE, TRIALS_FILE
 from fairtune_ray.search.stages.types import Prepared, Selection, Tested, TuneOutcome
 from fairtune_ray.tracking.mlflow_runs import log_metrics, metric_key
@@ -20,14 +21,9 @@ def publish(p: Prepared, tuned: TuneOutcome, selection: Selection, tested: Teste
     client.log_param(parent, "selected.mask", spec.mask)
     client.log_param(parent, "selected.lr", f"{spec.lr:.3e}")
     client.log_param(parent, "selected.trial_id", selection.selected["trial_id"])
-    for row in tested.rows:
-        metrics = {f"test/{m}": iv.point for m, iv in row.test.items()}
-        metrics.update({f"test/{m}_{end}": getattr(iv, end) for m, iv in row.test.items() for end in ("lo", "hi")})
-        metrics.update({f"test/{m}_seed_std": iv.seed_std for m, iv in row.test.items()})
-        metrics.update(trainable_params=row.trainable_params, val_objective=row.val_objective)
-        for m, d in row.vs_selected.items():  # selected - this row
-            metrics.update({f"selected_minus/{m}": d.diff, f"selected_minus/{m}_lo": d.lo,
-                            f"selected_minus/{m}_hi": d.hi})
+    for row in tested.rows:  # the row's flat form, as in results.json (log_metrics skips the text fields)
+        metrics = {k: v for k, v in row.to_flat().items()
+                   if k.startswith(("test/", PAIRED_PREFIX)) or k in ("trainable_params", "val_objective")}
         log_metrics(client, parent, {f"{_slug(row.method)}/{k}": v for k, v in metrics.items()}, step=0)
     for name in (RESULTS_CSV, RESULTS_JSON, TRIALS_FILE, SCORES_FILE):
         if (Path(p.run_dir) / name).is_file():
