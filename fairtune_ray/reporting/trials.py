@@ -11,6 +11,8 @@ import re
 from pathlib import Path
 from typing import Optional
 
+from fairtune_ray.search.space import config_bits
+
 _BIT_KEY = re.compile(r"^m(\d+)$")
 
 
@@ -28,7 +30,7 @@ def mask_bit_keys(trials: list[dict]) -> list[str]:
 
 def trial_bits(trial: dict, keys: list[str]) -> str:
     """The trial's mask as a bit string, e.g. ``"010110"``."""
-    return "".join(str(int(float(trial["config"].get(k, 0)))) for k in keys)
+    return config_bits(trial["config"], keys)
 
 
 def baseline_trial_ids(trials: list[dict], keys: list[str]) -> dict[str, str]:

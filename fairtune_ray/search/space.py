@@ -22,6 +22,11 @@ def bit_keys(n_bits: int) -> list[str]:
     return [f"m{i:0{width}d}" for i in range(n_bits)]
 
 
+def config_bits(config: dict, keys: list[str]) -> str:
+    """A trial config's mask as a bit string (e.g. ``"010110"``); values may be floats after a JSON round trip."""
+    return "".join(str(int(float(config.get(k, 0)))) for k in keys)
+
+
 def uses_mask_bits(cfg: ExperimentConfig) -> bool:
     return cfg.search.method in ("fairtune", "both")
 

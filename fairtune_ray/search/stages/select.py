@@ -11,7 +11,7 @@ from fairtune_ray.config import ExperimentConfig
 from fairtune_ray.metrics import parse_objective
 from fairtune_ray.search.results import Role
 from fairtune_ray.search.selection import select_trial
-from fairtune_ray.search.space import bit_keys, spec_from_trial_config, uses_mask_bits
+from fairtune_ray.search.space import bit_keys, config_bits, spec_from_trial_config, uses_mask_bits
 from fairtune_ray.search.stages.types import Candidate, Prepared, Selection, TuneOutcome
 from fairtune_ray.training.spec import TrialSpec
 
@@ -50,7 +50,7 @@ def _usable(p: Prepared, trials: list[dict], log: Callable) -> list[dict]:
 
 
 def trial_bits(trial: dict, n_bits: int) -> str:
-    return "".join(str(int(trial["config"].get(k, 0))) for k in bit_keys(n_bits))
+    return config_bits(trial["config"], bit_keys(n_bits))
 
 
 def _full_mask_trial(cfg: ExperimentConfig, trials: list[dict], n_bits: int) -> Optional[dict]:
