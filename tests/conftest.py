@@ -23,6 +23,10 @@ TINY = {
     "search.n_initial_points": 2,
     "search.retrain_seeds": 1,
     "search.bootstrap": 50,
+    "search.asha.grace_period": 1,
+    # the noise-aware stages cost extra fine-tunes: off here, on in the end-to-end search test
+    "search.confirm.top_k": 0,
+    "search.baseline_lrs": [5e-4],
     "fisher.samples_per_group": 8,
 }
 

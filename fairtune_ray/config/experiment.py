@@ -1,9 +1,10 @@
 """The whole experiment: its sections, the ``tracking`` section, and the cross-section checks."""
 from __future__ import annotations
 
+import math
 from typing import Optional
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from fairtune_ray.config.base import StrictSection
 from fairtune_ray.config.data import DataConfig
@@ -45,3 +46,11 @@ class ExperimentConfig(StrictSection):
 
         parse_objective(v.objective)  # raises ValueError naming the unknown metric
         return v
+
+    @model_validator(mode="after")
+    def _grace_covers_warmup(self):
+        """Resolve ``search.asha.grace_period: null`` so the saved config shows the value used."""
+        if self.search.asha.grace_period is None:
+            grace = math.ceil(self.train.warmup_epochs) + 1
+            self.search.asha.grace_period = max(1, min(grace, self.train.epochs))
+        return self

@@ -11,9 +11,35 @@ from fairtune_ray.config.base import StrictSection
 class AshaConfig(StrictSection):
     """ASHA early stopping on the epoch (Ray Tune's ``ASHAScheduler``, maximum ``train.epochs``)."""
 
-    grace_period: int = Field(1, ge=1, description="Epochs every trial runs before ASHA may stop it.")
+    grace_period: Optional[int] = Field(None, ge=1, description=(
+        "Epochs every trial runs before ASHA may stop it; null = one epoch past the warm-up "
+        "(ceil(train.warmup_epochs) + 1, at most train.epochs), so no trial is judged while its lr still ramps up."))
     reduction_factor: float = Field(2.0, gt=1, description=(
         "ASHA's halving rate: about 1 in `reduction_factor` trials reaching a rung continues past it."))
+
+
+class ConfirmConfig(StrictSection):
+    """The confirmation stage: the best trials on validation are trained again with several seeds, on
+    train and scored on validation only, so the pick is not the luckiest of many noisy trials."""
+
+    top_k: int = Field(3, ge=0, description=(
+        "Trials (best validation objective first) retrained with `seeds` seeds before selection; 0 = no "
+        "confirmation, the single best trial is selected as it is."))
+    seeds: int = Field(3, ge=1, description="Seeds per confirmed trial (train.seed, train.seed+1, ...).")
+    statistic: Literal["mean", "lcb"] = Field("mean", description=(
+        "What selection ranks the confirmed trials by: the seed-mean validation objective, or its lower "
+        "confidence bound (mean - one standard error, the pessimistic side for a minimised objective). "
+        "Selections `pareto` and `dto` use the seed-mean per-group AUCs."))
+
+
+class LcbConfig(StrictSection):
+    """The bootstrap bound a trial reports to Tune with ``search.tune_value: lcb``."""
+
+    replicates: int = Field(200, ge=20, description=(
+        "Bootstrap replicates (group x label stratified, on the validation split) per epoch."))
+    quantile: float = Field(0.1, gt=0, lt=0.5, description=(
+        "The bound's quantile: 0.1 reports the 10th percentile of a maximised objective (the 90th of a "
+        "minimised one), a one-sided 90% bound."))
 
 
 class SearchConfig(StrictSection):
@@ -32,6 +58,12 @@ class SearchConfig(StrictSection):
         "Lower end of the log-uniform learning-rate range of the trials; must be below `lr_max`."))
     lr_max: float = Field(1e-3, gt=0, description="Upper end of the log-uniform learning-rate range of the trials.")
     asha: AshaConfig = Field(AshaConfig(), description="Early stopping of weak trials.")
+    tune_value: Literal["point", "lcb"] = Field("point", description=(
+        "What each trial reports to Tune (TPE and ASHA): the best-so-far validation objective ('point'), "
+        "or the best-so-far bootstrap lower confidence bound of it ('lcb', see `search.lcb`), which "
+        "penalises objectives measured on few minority images."))
+    lcb: LcbConfig = Field(LcbConfig(), description="The bootstrap bound of `tune_value: lcb`.")
+    confirm: ConfirmConfig = Field(ConfirmConfig(), description="Seed-averaged confirmation of the best trials.")
     selection: Literal["best", "pareto", "dto"] = Field("best", description=(
         "How the configuration to retrain is chosen, on validation metrics only: 'best' objective; 'pareto' "
         "the non-dominated trials over per-group AUCs, then the one best for the full-fine-tuning trial's "
@@ -42,6 +74,10 @@ class SearchConfig(StrictSection):
     baselines: list[str] = Field(["full", "linear"], description=(
         "Fixed masks retrained and tested beside the selected one: full, linear, bitfit, attn_only, "
         "norm_only, lora."))
+    baseline_lrs: Optional[list[float]] = Field(None, description=(
+        "Learning rates each baseline is trained with (train on train, score on validation, same epochs) "
+        "before the best one is retrained and tested; null = 3 points log-spaced over [lr_min, lr_max]. "
+        "A single value fixes the baseline's lr."))
     bootstrap: int = Field(500, ge=10, description="Bootstrap replicates behind the 95% intervals of the test metrics.")
     storage: str = Field("runs", description=(
         "Where Ray Tune keeps the study's state: a local folder, which then also holds the run folder "
@@ -62,7 +98,15 @@ class SearchConfig(StrictSection):
     def _lr_range(self):
         if self.lr_min >= self.lr_max:
             raise ValueError(f"lr_min ({self.lr_min}) must be below lr_max ({self.lr_max})")
+        if self.baseline_lrs is not None and (not self.baseline_lrs or min(self.baseline_lrs) <= 0):
+            raise ValueError(f"baseline_lrs must be null or a list of positive learning rates, got {self.baseline_lrs}")
         return self
+
+    def baseline_lr_grid(self) -> list[float]:
+        """The learning rates every baseline is tried with on validation (``baseline_lrs``)."""
+        if self.baseline_lrs is not None:
+            return list(self.baseline_lrs)
+        return [self.lr_min * (self.lr_max / self.lr_min) ** (i / 2) for i in range(3)]
 
 
 class ResourcesConfig(StrictSection):

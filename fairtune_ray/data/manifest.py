@@ -260,6 +260,11 @@ class PackedDataset:
         mask = (self.manifest["split"] == name).to_numpy()
         return PackedDataset(self.manifest[mask].reset_index(drop=True), self.images[mask], self.info)
 
+    def only(self, splits: Iterable[str]) -> "PackedDataset":
+        """The rows of ``splits`` only: what a decision taken before the final test may see."""
+        mask = self.manifest["split"].isin(list(splits)).to_numpy()
+        return PackedDataset(self.manifest[mask].reset_index(drop=True), self.images[mask], self.info)
+
 
 def load_manifest(uri: str) -> tuple[pd.DataFrame, DatasetInfo]:
     fs, path = filesystem_and_path(uri)

@@ -1,5 +1,5 @@
 """Dataset-level subgroup metrics, search objectives and stratified bootstrap intervals, paired comparisons (docs/design.md#objectives-and-metrics)."""
-from fairtune_ray.metrics.bootstrap import bootstrap_intervals, stratified_indices
+from fairtune_ray.metrics.bootstrap import bootstrap_intervals, objective_bound, stratified_indices
 from fairtune_ray.metrics.names import GROUP_FIELDS, OVERALL_METRICS, UndefinedGroupMetricWarning, group_key
 from fairtune_ray.metrics.objectives import OBJECTIVES, Objective, list_objectives, parse_objective
 from fairtune_ray.metrics.paired import PairedDifference, paired_differences
@@ -25,6 +25,7 @@ __all__ = [
     "parse_objective",
     # intervals
     "bootstrap_intervals",
+    "objective_bound",
     "stratified_indices",
     # paired comparisons
     "PairedDifference",

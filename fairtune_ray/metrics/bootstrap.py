@@ -19,9 +19,10 @@ from typing import Optional, Sequence, Union
 import numpy as np
 
 from fairtune_ray.metrics.names import UndefinedGroupMetricWarning
+from fairtune_ray.metrics.objectives import Objective
 from fairtune_ray.metrics.subgroup import _compute, _validate
 
-__all__ = ["bootstrap_intervals", "stratified_indices"]
+__all__ = ["bootstrap_intervals", "objective_bound", "stratified_indices"]
 
 ArrayLike = Union[np.ndarray, Sequence[float]]
 
@@ -196,3 +197,22 @@ def _as_seed_list(scores) -> list[np.ndarray]:
     if len({a.size for a in arrs}) != 1:
         raise ValueError(f"every seed's scores must cover the same samples; sizes {[a.size for a in arrs]}")
     return arrs
+
+
+def objective_bound(y_true: ArrayLike, scores: ArrayLike, groups: ArrayLike, objective: Objective, n_boot: int = 200,
+                    seed: int = 0, quantile: float = 0.1, group_names: Optional[dict[int, str]] = None) -> float:
+    """The pessimistic bootstrap bound of an objective: its ``quantile`` over group x label stratified
+    resamples when maximised, its ``1 - quantile`` when minimised.
+
+    A search that ranks trials by this bound prefers a configuration that is good on most resamples of
+    a small validation split over one that won a single draw. NaN when no replicate is defined.
+    """
+    evaluate = seed_averaged(y_true, scores, groups, list(objective.terms), group_names, 0.5, True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UndefinedGroupMetricWarning)
+        [reps] = replicates([evaluate], n_boot, seed)
+    values = reps @ np.array(list(objective.terms.values()))
+    finite = values[np.isfinite(values)]
+    if not finite.size:
+        return float("nan")
+    return float(np.quantile(finite, quantile if objective.mode == "max" else 1.0 - quantile))

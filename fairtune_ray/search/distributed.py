@@ -36,6 +36,7 @@ from fairtune_ray.data.manifest import PackedDataset
 from fairtune_ray.models.shipping import CheckpointLike
 from fairtune_ray.search.child_run import failure_reason, node_info, open_child_run
 from fairtune_ray.search.epoch_hook import load_epoch_hook
+from fairtune_ray.search.tune_value import BestSoFar
 from fairtune_ray.tracking.mlflow_runs import log_metrics
 from fairtune_ray.training.loop import fine_tune, resolve_mixed_precision
 from fairtune_ray.training.process import set_trial_threads
@@ -204,11 +205,12 @@ def _worker_loop(config: dict) -> None:
     if client is not None:
         client.set_tag(config["run_id"], "rank0_node", here["node_id"])
     hook = load_epoch_hook()
+    best_so_far = BestSoFar(cfg)
 
     def on_epoch(epoch: int, record: dict) -> None:
         if hook is not None:
             hook(epoch=epoch, spec=spec, trial_dir=config.get("trial_dir"), rank=rank)
-        record = dict(record, world_size=accelerator.num_processes)
+        record = best_so_far(dict(record, world_size=accelerator.num_processes))
         if client is not None:
             if epoch == 1:
                 client.log_param(config["run_id"], "trainable_params", record["trainable_params"])

@@ -127,14 +127,14 @@ def selected_row(rows: Sequence[ResultRow]) -> Optional[ResultRow]:
     return next((r for r in rows if r.is_selected), None)
 
 
-RESULT_COLUMNS = [("method", "method"), ("mask", "mask"), ("trainable_params", "trainable"),
+RESULT_COLUMNS = [("method", "method"), ("mask", "mask"), ("lr", "lr"), ("trainable_params", "trainable"),
                   ("overall_auc", "test AUC [95% CI]"), ("min_auc", "worst-group AUC"),
                   ("auc_gap", "AUC gap"), ("eodds_diff", "eq-odds diff")]
 
 
 def results_table(rows: Sequence[ResultRow]) -> str:
     """The terminal / MLflow-note table: one line per row, metrics with their intervals."""
-    shown = [{"method": r.method, "mask": r.mask, "trainable_params": r.trainable_params,
+    shown = [{"method": r.method, "mask": r.mask, "lr": f"{r.lr:.1e}", "trainable_params": r.trainable_params,
               **{m: r.interval_text(m) for m in TABLE_METRICS}} for r in rows]
     return format_table(shown, RESULT_COLUMNS)
 

@@ -65,16 +65,36 @@ def _point(cfg: ExperimentConfig, n_bits: int, bits: Optional[str], lr: float) -
     return point
 
 
-def initial_points(cfg: ExperimentConfig, n_bits: int, prior_bits: Optional[list[str]] = None) -> list[dict]:
-    """Points every study evaluates first: the baselines (all ones = fine-tune every group,
-    all zeros = linear probe) at the configured lr, then the Fisher prior's masks."""
+def baseline_points(cfg: ExperimentConfig, n_bits: int) -> list[dict]:
+    """The search's reference points at the configured lr: all ones (fine-tune every group) and all
+    zeros (linear probe), or every parameter without a Fisher option; ASHA never stops them."""
     lr = min(max(cfg.train.lr, cfg.search.lr_min), cfg.search.lr_max)
     if not uses_mask_bits(cfg):
-        points = [_point(cfg, n_bits, None, lr)]
+        return [_point(cfg, n_bits, None, lr)]
+    return [_point(cfg, n_bits, "1" * n_bits, lr), _point(cfg, n_bits, "0" * n_bits, lr)]
+
+
+def matches_point(config: dict, point: dict) -> bool:
+    """True when a trial's config is ``point`` (every key of the point, floats to 1e-12 relative)."""
+    for key, want in point.items():
+        got = config.get(key)
+        if isinstance(want, float) and isinstance(got, (int, float)):
+            if abs(got - want) > 1e-12 * max(abs(want), 1e-30):
+                return False
+        elif got != want and not (isinstance(got, (int, float)) and float(got) == float(want)):
+            return False
+    return True
+
+
+def initial_points(cfg: ExperimentConfig, n_bits: int, prior_bits: Optional[list[str]] = None) -> list[dict]:
+    """Points every study evaluates first: the baseline points, then (Fisher) the same with EWC on,
+    or the Fisher prior's masks."""
+    lr = min(max(cfg.train.lr, cfg.search.lr_min), cfg.search.lr_max)
+    points = baseline_points(cfg, n_bits)
+    if not uses_mask_bits(cfg):
         if uses_fisher(cfg):
             points.append(dict(points[0], ewc_on=1))
         return points
-    points = [_point(cfg, n_bits, "1" * n_bits, lr), _point(cfg, n_bits, "0" * n_bits, lr)]
     for bits in prior_bits or []:
         p = _point(cfg, n_bits, bits, lr)
         if p not in points:

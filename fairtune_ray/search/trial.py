@@ -18,6 +18,7 @@ from fairtune_ray.search.child_run import failure_reason, open_child_run
 from fairtune_ray.search.distributed import run_distributed_trial
 from fairtune_ray.search.epoch_hook import load_epoch_hook
 from fairtune_ray.search.space import spec_from_trial_config
+from fairtune_ray.search.tune_value import BestSoFar
 from fairtune_ray.training.loop import fine_tune
 from fairtune_ray.training.process import prepare_trial_process
 
@@ -32,6 +33,7 @@ def run_trial(config: dict, *, cfg_dict: dict, data: PackedDataset, checkpoint: 
     logger = open_child_run(tracking, tune.get_context().get_trial_id(), spec, space_name) if tracking else None
     trial_dir = tune.get_context().get_trial_dir()
     hook = load_epoch_hook()
+    best_so_far = BestSoFar(cfg)
 
     def on_epoch(epoch: int, record: dict) -> None:
         if hook is not None:
@@ -40,7 +42,7 @@ def run_trial(config: dict, *, cfg_dict: dict, data: PackedDataset, checkpoint: 
             if epoch == 1:
                 logger.client.log_param(logger.run_id, "trainable_params", record["trainable_params"])
             logger.log_epoch(epoch, record)
-        tune.report(record)
+        tune.report(best_so_far(record))
 
     try:
         fine_tune(cfg, spec, data, checkpoint, on_epoch=on_epoch, final_splits=())

@@ -4,7 +4,7 @@ Metric and mode are set only in ``TuneConfig`` (searcher and scheduler inherit t
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Sequence
 
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler, TrialScheduler
@@ -13,8 +13,9 @@ from ray.tune.search.hyperopt import HyperOptSearch
 
 from fairtune_ray.config import ExperimentConfig
 from fairtune_ray.metrics import parse_objective
+from fairtune_ray.search.space import matches_point
+from fairtune_ray.search.tune_value import TUNE_METRIC
 
-TUNE_METRIC = "objective"
 
 
 def make_searcher(cfg: ExperimentConfig, points: list[dict]) -> ConcurrencyLimiter:
@@ -24,14 +25,34 @@ def make_searcher(cfg: ExperimentConfig, points: list[dict]) -> ConcurrencyLimit
     return ConcurrencyLimiter(searcher, max_concurrent=cfg.search.max_concurrent)
 
 
-def make_scheduler(cfg: ExperimentConfig) -> ASHAScheduler:
-    return ASHAScheduler(time_attr="epoch", max_t=cfg.train.epochs, grace_period=cfg.search.asha.grace_period,
-                         reduction_factor=cfg.search.asha.reduction_factor)
+class ProtectedASHA(ASHAScheduler):
+    """ASHA that never stops the baseline trials: they still enter the rungs (so they set the bar
+    for the others) but always run to ``train.epochs``, so every baseline is compared fully trained."""
+
+    def __init__(self, *args, protected: Sequence[dict] = (), **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.protected = [dict(p) for p in protected]
+
+    def is_protected(self, trial) -> bool:
+        return any(matches_point(trial.config, p) for p in self.protected)
+
+    def on_trial_result(self, tune_controller, trial, result: dict) -> str:
+        action = super().on_trial_result(tune_controller, trial, result)
+        if action == TrialScheduler.STOP and self.is_protected(trial) and result.get(self._time_attr, 0) < self._max_t:
+            self._num_stopped -= 1
+            return TrialScheduler.CONTINUE
+        return action
+
+
+def make_scheduler(cfg: ExperimentConfig, protected: Sequence[dict] = ()) -> ProtectedASHA:
+    """ASHA on the epoch; ``protected`` configs (the baseline points) are never stopped early."""
+    return ProtectedASHA(time_attr="epoch", max_t=cfg.train.epochs, grace_period=cfg.search.asha.grace_period,
+                         reduction_factor=cfg.search.asha.reduction_factor, protected=protected)
 
 
 def progress_reporter() -> tune.CLIReporter:
     return tune.CLIReporter(
-        metric_columns={"epoch": "epoch", TUNE_METRIC: "objective", "val/overall_auc": "val AUC",
+        metric_columns={"epoch": "epoch", TUNE_METRIC: "best objective", "val/overall_auc": "val AUC",
                         "val/min_auc": "worst-grp AUC", "trainable_params": "trainable"},
         parameter_columns={"lr": "lr"}, max_report_frequency=15, sort_by_metric=True)
 

@@ -1,6 +1,6 @@
 """``run_search``: the study as a list of stages.
 
-prepare -> tune -> select -> retrain_test -> publish -> report. Prepare always runs (it checks the
+prepare -> tune -> confirm -> select -> baseline_lrs -> retrain_test -> publish -> report. Prepare always runs (it checks the
 config, reopens the MLflow parent run and starts Ray); with ``resume`` every later stage that was
 recorded in ``runs/<name>/stages/`` is restored instead of run again.
 """
@@ -14,12 +14,14 @@ from fairtune_ray.config import ExperimentConfig
 from fairtune_ray.reporting.stage import write_report_stage
 from fairtune_ray.search.results import ResultRow
 from fairtune_ray.search.run_folder import update_run_info
+from fairtune_ray.search.stages.baseline_lrs import tune_baseline_lrs
+from fairtune_ray.search.stages.confirm import confirm
 from fairtune_ray.search.stages.prepare import prepare
 from fairtune_ray.search.stages.publish import publish
 from fairtune_ray.search.stages.retrain_test import retrain_and_test
 from fairtune_ray.search.stages.select import select
 from fairtune_ray.search.stages.tune import run_tune
-from fairtune_ray.search.stages.types import Prepared, SearchRequest, Selection, Tested, TuneOutcome
+from fairtune_ray.search.stages.types import Confirmation, Prepared, SearchRequest, Selection, Tested, TuneOutcome
 from fairtune_ray.study.pipeline import RecordStore, Stage, run_stages
 
 
@@ -40,11 +42,15 @@ def study_stages(log: Callable = print, report: bool = True) -> list[Stage]:
     """The stages after prepare, each reading the outputs it needs by stage name."""
     stages = [
         Stage("tune", lambda o: run_tune(o["prepare"], log), from_record=lambda r, o: TuneOutcome.from_record(r)),
+        Stage("confirm", lambda o: confirm(o["prepare"], o["tune"], log),
+              from_record=lambda r, o: Confirmation.from_record(r)),
         Stage("select", lambda o: _select(o, log), from_record=lambda r, o: Selection.from_record(r)),
-        Stage("retrain_test", lambda o: retrain_and_test(o["prepare"], o["select"], log),
+        Stage("baseline_lrs", lambda o: tune_baseline_lrs(o["prepare"], o["select"], log),
+              from_record=lambda r, o: Selection.from_record(r)),
+        Stage("retrain_test", lambda o: retrain_and_test(o["prepare"], o["baseline_lrs"], log),
               from_record=lambda r, o: Tested.from_record(r)),
         # Always run again on resume: it marks the reopened parent run finished.
-        Stage("publish", lambda o: publish(o["prepare"], o["tune"], o["select"], o["retrain_test"], log),
+        Stage("publish", lambda o: publish(o["prepare"], o["tune"], o["baseline_lrs"], o["retrain_test"], log),
               to_record=lambda table: {"table": table}),
     ]
     if report:
@@ -55,7 +61,7 @@ def study_stages(log: Callable = print, report: bool = True) -> list[Stage]:
 
 def _select(outputs: dict, log: Callable) -> Selection:
     prepared: Prepared = outputs["prepare"]
-    selection = select(prepared, outputs["tune"], log)
+    selection = select(prepared, outputs["tune"], outputs["confirm"], log)
     update_run_info(prepared.run_dir, selected_trial_id=selection.selected["trial_id"])
     return selection
 
@@ -68,7 +74,7 @@ def run_search(cfg: ExperimentConfig, *, tracking_uri: Optional[str] = None, res
     store = RecordStore(prepared.run_dir)
     store.write("prepare", prepared.to_record())
     out = run_stages(study_stages(log, report), {"prepare": prepared}, store, resume=resume, log=log)
-    tuned, selection, tested = out["tune"], out["select"], out["retrain_test"]
+    tuned, selection, tested = out["tune"], out["baseline_lrs"], out["retrain_test"]
     return SearchOutcome(prepared.name, prepared.run_dir, prepared.parent_run_id, prepared.tracking_uri, tuned.trials,
                          selection.selected, tested.rows, tuned.statuses, out.get("report"))
 

@@ -22,7 +22,7 @@ from timm.scheduler import CosineLRScheduler
 from fairtune_ray.config import ExperimentConfig
 from fairtune_ray.data.loading import BatchTransform, make_loader, split_tensors
 from fairtune_ray.data.manifest import PackedDataset
-from fairtune_ray.metrics import compute_metrics, parse_objective
+from fairtune_ray.metrics import compute_metrics, objective_bound, parse_objective
 from fairtune_ray.metrics.objectives import Objective
 from fairtune_ray.models import backbone_data_config
 from fairtune_ray.models.shipping import CheckpointLike
@@ -224,10 +224,12 @@ def fine_tune(
     best = _Best(objective)
     for epoch in range(1, epochs + 1):
         train_loss = _train_epoch(run, epoch)
-        _, val_metrics = _evaluate(run, "val")
+        val_scores, val_metrics = _evaluate(run, "val")
         value = objective.value(val_metrics)
         record = {"epoch": epoch, "train/loss": train_loss, "lr": run.optimizer.param_groups[0]["lr"],
                   "objective": value, "trainable_params": run.trainable, **prefixed(val_metrics, "val")}
+        if cfg.search.tune_value == "lcb":
+            record["objective_lcb"] = validation_bound(cfg, objective, val_scores, run.group_names)
         history.append(record)
         best.offer(epoch, value, record, accelerator.unwrap_model(run.model))
         if on_epoch is not None:
@@ -247,6 +249,13 @@ def _finish(run: _Run, best: _Best, history: list[dict], final_splits: tuple[str
     result.seconds = time.perf_counter() - t0
     result.train_samples_per_s = run.seen / max(run.train_time, 1e-9)
     return result
+
+
+def validation_bound(cfg: ExperimentConfig, objective: Objective, val: SplitScores, group_names: dict) -> float:
+    """``search.tune_value: lcb``: the objective's bootstrap bound on this epoch's validation scores, on
+    the same resamples (``search.seed``) in every epoch and trial, so bounds compare like with like."""
+    return objective_bound(val.labels, val.scores, val.groups, objective, n_boot=cfg.search.lcb.replicates,
+                           seed=cfg.search.seed, quantile=cfg.search.lcb.quantile, group_names=group_names)
 
 
 def trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:

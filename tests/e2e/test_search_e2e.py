@@ -7,9 +7,10 @@ from mlflow.tracking import MlflowClient
 
 from fairtune_ray.config import load_config
 from fairtune_ray.search.results import Role
+from fairtune_ray.search.space import baseline_points, matches_point
 from fairtune_ray.study import run_search
 
-STAGES = {"prepare", "tune", "select", "retrain_test", "publish", "report"}
+STAGES = {"prepare", "tune", "confirm", "select", "baseline_lrs", "retrain_test", "publish", "report"}
 
 
 @pytest.fixture
@@ -23,6 +24,8 @@ def test_search_end_to_end(tiny_overrides, ray_local, tmp_path):
     cfg = load_config(None, overrides={**tiny_overrides, "search.num_samples": 8, "train.epochs": 3,
                                        "search.asha.grace_period": 1, "search.asha.reduction_factor": 2,
                                        "search.n_initial_points": 3,
+                                       "search.confirm.top_k": 2, "search.confirm.seeds": 2,
+                                       "search.baseline_lrs": [1e-4, 1e-3],
                                        # warm trial processes; the other end-to-end tests use fresh ones
                                        "search.reuse_actors": True})
     out = run_search(cfg, name="e2e", log=lambda *_: None)
@@ -69,6 +72,23 @@ def test_search_end_to_end(tiny_overrides, ray_local, tmp_path):
     artifacts = {a.path for a in client.list_artifacts(out.parent_run_id)}
     assert {"results.csv", "results.json", "config.yaml", "paired_differences.md"} <= artifacts
 
+    # noise-aware selection: the top trials were confirmed with 2 seeds on train + validation only,
+    # the selected one among them; the baselines ran to the last epoch; each baseline's lr came from its grid
+    confirmed = json.loads((out.run_dir / "stages" / "confirm.json").read_text())["trials"]
+    assert len(confirmed) == 2 and all(c["n"] == 2 and c["splits_given"] == ["train", "val"] for c in confirmed)
+    assert out.selected["trial_id"] in {c["trial_id"] for c in confirmed}
+    assert out.selected["objective"] == max(c["mean"] for c in confirmed)
+    n_bits = sum(1 for k in out.trials[0]["config"] if k.startswith("m"))
+    for point in baseline_points(cfg, n_bits):
+        [trial] = [t for t in out.trials if matches_point(t["config"], point)]
+        assert trial["status"] == "completed" and trial["epochs"] == 3
+    lr_grid = json.loads((out.run_dir / "stages" / "baseline_lrs.json").read_text())["lr_grid"]
+    for row in out.rows[1:]:
+        tried = lr_grid[row.method]
+        assert [t["lr"] for t in tried] == [1e-4, 1e-3]
+        assert row.lr == max(tried, key=lambda t: t["objective"])["lr"]
+        assert finished_params(client, out)[f"baseline.{row.method.lower().replace(' ', '_')}.lr"] == f"{row.lr:.3e}"
+
     # every stage recorded its output; the report is the last stage
     assert {p.stem for p in (out.run_dir / "stages").glob("*.json")} == STAGES
     assert out.report == out.run_dir / "report.html" and out.report.is_file()
@@ -77,8 +97,12 @@ def test_search_end_to_end(tiny_overrides, ray_local, tmp_path):
     logs: list[str] = []
     again = run_search(cfg, name="e2e", resume=True, log=lambda *a: logs.append(" ".join(map(str, a))))
     restored = {line.split()[1].rstrip(":") for line in logs if line.startswith("stage ") and "restored" in line}
-    assert restored == {"tune", "select", "retrain_test"}, logs
+    assert restored == {"tune", "confirm", "select", "baseline_lrs", "retrain_test"}, logs
     assert not any("retraining" in line for line in logs)
     assert again.parent_run_id == out.parent_run_id and [r.method for r in again.rows] == methods
     assert [r.metric("min_auc") for r in again.rows] == [r.metric("min_auc") for r in out.rows]
     assert client.get_run(out.parent_run_id).info.status == "FINISHED"
+
+
+def finished_params(client, out) -> dict:
+    return client.get_run(out.parent_run_id).data.params

@@ -1,4 +1,4 @@
-"""Stage 5, publish: the MLflow parent run gets the selected configuration, every row's test
+"""Stage 7, publish: the MLflow parent run gets the selected configuration, every row's test
 metrics, the result files, the table and a readable summary, and is marked finished."""
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Stage 4, retrain-and-test: retrain every candidate from the pre-trained weights, test once.
+"""Stage 6, retrain-and-test: retrain every candidate from the pre-trained weights, test once.
 
 Each candidate (the selected configuration and the baselines) is retrained with several seeds
 as parallel Ray tasks through the same inner loop, evaluated on the test split at its best

@@ -1,4 +1,4 @@
-"""Stage 3, select: choose the configuration among the trials (validation data only) and list
+"""Stage 4, select: choose the configuration among the trials (validation data only) and list
 every configuration to retrain: the selected one, the Fisher-only one (method ``both``) and the
 fixed baselines, each with its role in the results table."""
 from __future__ import annotations
@@ -9,10 +9,11 @@ from mlflow.tracking import MlflowClient
 
 from fairtune_ray.config import ExperimentConfig
 from fairtune_ray.metrics import parse_objective
+from fairtune_ray.metrics.objectives import Objective
 from fairtune_ray.search.results import Role
 from fairtune_ray.search.selection import select_trial
 from fairtune_ray.search.space import bit_keys, config_bits, spec_from_trial_config, uses_mask_bits
-from fairtune_ray.search.stages.types import Candidate, Prepared, Selection, TuneOutcome
+from fairtune_ray.search.stages.types import Candidate, Confirmation, Prepared, Selection, TuneOutcome
 from fairtune_ray.training.spec import TrialSpec
 
 SELECTED_LABELS = {"fairtune": "FairTune (selected)", "fisher": "Fisher (selected)", "both": "FairTune+Fisher (selected)"}
@@ -20,21 +21,37 @@ BASELINE_LABELS = {"full": "Full fine-tuning", "linear": "Linear probe", "bitfit
                    "norm_only": "Norm only", "lora": "LoRA"}
 
 
-def select(p: Prepared, tuned: TuneOutcome, log: Callable = print) -> Selection:
+def select(p: Prepared, tuned: TuneOutcome, confirmation: Optional[Confirmation] = None,
+           log: Callable = print) -> Selection:
+    """Among the confirmed trials when there are any (ranked by their seed statistic), else among all."""
     cfg = p.cfg
     trials = _usable(p, tuned.trials, log)
     objective = parse_objective(cfg.train.objective)
     full = _full_mask_trial(cfg, trials, p.n_bits)
-    selected = select_trial(trials, cfg.search.selection, objective, baseline=full["metrics"] if full else None)
+    pool = confirmation.trials if confirmation is not None and confirmation.trials else trials
+    if pool is not trials and cfg.search.selection == "best":
+        selected = _best_by_value(pool, objective)  # the seed mean or its lower bound
+    else:
+        selected = select_trial(pool, cfg.search.selection, objective, baseline=full["metrics"] if full else None)
     spec = spec_from_trial_config(selected["config"], cfg, p.space_name, p.n_bits, seed=cfg.train.seed)
+    how = f"seed {confirmation.statistic} of {selected['n']} seeds" if pool is not trials else "best epoch"
     log(f"selected ({cfg.search.selection}): {spec.mask} lr={spec.lr:.2e} "
-        f"val {cfg.train.objective}={selected['objective']:.4f}")
+        f"val {cfg.train.objective}={selected['objective']:.4f} ({how})")
     candidates = [Candidate(SELECTED_LABELS[cfg.search.method], Role.SELECTED, spec)]
     fisher = _fisher_only_candidate(p, trials) if cfg.search.method == "both" else None
     if fisher is not None:
         candidates.append(fisher)
     candidates += baseline_candidates(cfg)
     return Selection(selected, candidates)
+
+
+def _best_by_value(trials: list[dict], objective: Objective) -> dict:
+    """The trial with the best ``objective`` field; ties go to the earlier (better-ranked) one."""
+    best = trials[0]
+    for t in trials[1:]:
+        if objective.better(float(t["objective"]), float(best["objective"])):
+            best = t
+    return best
 
 
 def _usable(p: Prepared, trials: list[dict], log: Callable) -> list[dict]:
@@ -71,7 +88,8 @@ def _fisher_only_candidate(p: Prepared, trials: list[dict]) -> Optional[Candidat
 
 
 def baseline_candidates(cfg: ExperimentConfig) -> list[Candidate]:
-    """The configured baselines (``search.baselines``) at ``train.lr``, clipped to the searched range."""
+    """The configured baselines (``search.baselines``) at ``train.lr`` clipped to the searched range;
+    stage ``baseline_lrs`` then picks each one's lr on validation."""
     lr = min(max(cfg.train.lr, cfg.search.lr_min), cfg.search.lr_max)
     return [Candidate(BASELINE_LABELS.get(b, b), Role.BASELINE, TrialSpec(mask=b, lr=lr, label=b))
             for b in cfg.search.baselines]

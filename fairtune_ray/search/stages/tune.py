@@ -17,10 +17,11 @@ from fairtune_ray.search.callbacks import TrialStatusCallback
 from fairtune_ray.search.errors import SearchInterrupted
 from fairtune_ray.search.fisher_prior import fisher_seed_points
 from fairtune_ray.search.run_folder import TRIALS_FILE, write_json
-from fairtune_ray.search.space import build_param_space, initial_points, uses_fisher
+from fairtune_ray.search.space import baseline_points, build_param_space, initial_points, uses_fisher
 from fairtune_ray.search.stages.types import Prepared, TuneOutcome
 from fairtune_ray.search.trial import run_trial
-from fairtune_ray.search.tuner import TUNE_METRIC, build_tuner, trial_resources
+from fairtune_ray.search.tune_value import epoch_value_key
+from fairtune_ray.search.tuner import build_tuner, make_scheduler, trial_resources
 from fairtune_ray.tracking import finish_child_runs
 
 Statuses = dict[str, tuple[str, str]]
@@ -39,7 +40,8 @@ def run_tune(p: Prepared, log: Callable = print) -> TuneOutcome:
                                    resume_unfinished=True, resume_errored=True)
     else:
         tuner = build_tuner(cfg, trainable, build_param_space(cfg, p.n_bits), _first_points(p), p.storage, p.name,
-                            [status_cb], reuse_actors=cfg.search.reuse_actors)
+                            [status_cb], scheduler=make_scheduler(cfg, baseline_points(cfg, p.n_bits)),
+                            reuse_actors=cfg.search.reuse_actors)
     result_grid = tuner.fit()
     statuses = reconcile_statuses(result_grid, status_cb.statuses, cfg.train.epochs)
     finish_child_runs(p.tracking_uri, p.parent_run_id, statuses)
@@ -88,19 +90,19 @@ def _fail_if_incomplete(p: Prepared, result_grid, log: Callable) -> None:
 
 def trial_records(result_grid, cfg: ExperimentConfig, statuses: Statuses) -> list[dict]:
     """One record per trial: its configuration and the validation metrics of its best epoch."""
-    objective = parse_objective(cfg.train.objective)
+    objective, key = parse_objective(cfg.train.objective), epoch_value_key(cfg)
     records = []
     for res in result_grid:
         df = res.metrics_dataframe
-        if df is None or df.empty or TUNE_METRIC not in df:
+        if df is None or df.empty or key not in df:
             continue
-        values = df[TUNE_METRIC].astype(float)
+        values = df[key].astype(float)  # the epoch the trial's best-so-far report came from
         idx = (values.idxmax() if objective.mode == "max" else values.idxmin()) if values.notna().any() else df.index[-1]
         best = df.loc[idx].to_dict()
         metrics = {k[len("val/"):]: v for k, v in best.items() if isinstance(k, str) and k.startswith("val/")}
         trial_id = res.metrics.get("trial_id") or Path(res.path).name
         records.append({"trial_id": trial_id, "config": dict(res.config), "metrics": metrics,
-                        "objective": float(best[TUNE_METRIC]), "epochs": int(df["epoch"].max()),
+                        "objective": float(best[key]), "best_epoch": int(best["epoch"]), "epochs": int(df["epoch"].max()),
                         "trainable_params": int(best.get("trainable_params", 0)),
                         "status": statuses.get(trial_id, ("unknown", ""))[0]})
     return records

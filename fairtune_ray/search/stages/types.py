@@ -92,17 +92,20 @@ class Selection:
 
     selected: dict
     candidates: list[Candidate]
+    lr_grid: dict[str, list[dict]] = field(default_factory=dict)  # baseline -> [{lr, objective}, ...]
 
     @property
     def selected_spec(self) -> TrialSpec:
         return self.candidates[0].spec
 
     def to_record(self) -> dict:
-        return {"selected": self.selected, "candidates": [c.to_record() for c in self.candidates]}
+        return {"selected": self.selected, "candidates": [c.to_record() for c in self.candidates],
+                "lr_grid": self.lr_grid}
 
     @classmethod
     def from_record(cls, record: dict) -> "Selection":
-        return cls(record["selected"], [Candidate.from_record(c) for c in record["candidates"]])
+        return cls(record["selected"], [Candidate.from_record(c) for c in record["candidates"]],
+                   record.get("lr_grid", {}))
 
 
 @dataclass
@@ -118,3 +121,19 @@ class Tested:
     def from_record(cls, record: dict) -> "Tested":
         return cls([ResultRow.from_flat(r) for r in record["rows"]])
 
+
+
+@dataclass
+class Confirmation:
+    """The best trials trained again with several seeds and scored on validation (empty when
+    ``search.confirm.top_k`` is 0); selection ranks them by ``statistic``."""
+
+    trials: list[dict]
+    statistic: str = "mean"
+
+    def to_record(self) -> dict:
+        return {"trials": self.trials, "statistic": self.statistic}
+
+    @classmethod
+    def from_record(cls, record: dict) -> "Confirmation":
+        return cls(record["trials"], record.get("statistic", "mean"))

@@ -36,7 +36,8 @@ def test_every_section_and_key_is_in_the_reference():
 
 def test_rows_show_type_bounds_and_default():
     rows = {line.split("|")[1].strip(): line for line in render_reference().splitlines() if line.startswith("| `")}
-    assert "int, >= 1" in rows["`search.asha.grace_period`"] and "`1`" in rows["`search.asha.grace_period`"]
+    assert "int \\| null, >= 1" in rows["`search.asha.grace_period`"] and "`null`" in rows["`search.asha.grace_period`"]
+    assert "int, >= 0" in rows["`search.confirm.top_k`"] and "`3`" in rows["`search.confirm.top_k`"]
     assert "float, > 0.0, < 0.5" in rows["`data.synthetic.minority_fraction`"]
     assert '"adamw" \\| "sgd"' in rows["`train.optimizer`"]  # a pipe inside a table cell is escaped
     assert "`null`" in rows["`backbone.checkpoint`"] and "str \\| null" in rows["`backbone.checkpoint`"]

@@ -49,3 +49,13 @@ def test_seeded_runs_are_reproducible(setup):
     a = fine_tune(cfg, TrialSpec(mask="bitfit", lr=1e-3, epochs=1, seed=3), data, ckpt, final_splits=())
     b = fine_tune(cfg, TrialSpec(mask="bitfit", lr=1e-3, epochs=1, seed=3), data, ckpt, final_splits=())
     assert a.history[0]["train/loss"] == pytest.approx(b.history[0]["train/loss"], rel=1e-6)
+
+
+def test_lcb_mode_reports_the_bootstrap_bound_each_epoch(setup):
+    cfg, data, ckpt = setup
+    cfg = cfg.model_copy(update={"search": cfg.search.model_copy(update={"tune_value": "lcb"})})
+    seen = []
+    fine_tune(cfg, TrialSpec(mask="linear", lr=1e-3, epochs=1), data, ckpt, on_epoch=lambda e, m: seen.append(m),
+              final_splits=())
+    rec = seen[0]
+    assert rec["objective_lcb"] <= rec["objective"] or math.isnan(rec["objective"])
