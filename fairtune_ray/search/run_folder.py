@@ -12,6 +12,7 @@ from typing import Optional, Sequence
 import numpy as np
 
 from fairtune_ray.common.files import atomic_path, atomic_write_text
+from fairtune_ray.export.folder import RUN_MODEL_DIR
 from fairtune_ray.search.results import ResultRow
 
 RUN_INFO = "fairtune_run.json"
@@ -19,6 +20,9 @@ CONFIG_FILE = "config.yaml"
 TRIALS_FILE = "trials.json"
 SCORES_FILE = "test_scores.npz"
 STAGES_DIR = "stages"
+MODEL_DIR = RUN_MODEL_DIR  # the selected model (model.safetensors + model.json); `evaluate runs/<name>` finds it
+OTHER_MODELS_DIR = "models"  # with search.export: all, one folder per other row
+ENVIRONMENT_FILE = "environment.json"  # versions, threads, hardware, weights and data digests
 
 
 def read_json(path: Path, default=None):

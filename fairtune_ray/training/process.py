@@ -6,10 +6,14 @@ import torch
 from fairtune_ray.config import ExperimentConfig
 
 
+def trial_threads(cfg: ExperimentConfig) -> int:
+    """torch threads of a trial process: ``train.threads``, or as many as the trial's CPUs."""
+    return cfg.train.threads or max(1, int(cfg.trial.resources.cpu))
+
+
 def set_trial_threads(cfg: ExperimentConfig) -> None:
     """Use as many torch threads as CPUs the trial was given (Ray also sets OMP_NUM_THREADS)."""
-    n = cfg.train.threads or max(1, int(cfg.trial.resources.cpu))
-    torch.set_num_threads(n)
+    torch.set_num_threads(trial_threads(cfg))
 
 
 def cap_gpu_memory(gpu_fraction: float) -> bool:

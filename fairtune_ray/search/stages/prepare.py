@@ -6,6 +6,7 @@ run exists before any trial, so nothing recorded is lost if the search is interr
 """
 from __future__ import annotations
 
+import json
 import math
 import os
 import time
@@ -18,16 +19,20 @@ from mlflow.tracking import MlflowClient
 
 from fairtune_ray.common.files import atomic_write_text
 from fairtune_ray.config import ExperimentConfig
+from fairtune_ray.data.fingerprint import dataset_fingerprint
 from fairtune_ray.data.loading import load_dataset
-from fairtune_ray.models.shipping import ship_checkpoint
+from fairtune_ray.data.manifest import PackedDataset
+from fairtune_ray.models.shipping import CheckpointLike, checkpoint_sha256, ship_checkpoint
 from fairtune_ray.search.fisher_prior import compute_and_log_prior
 from fairtune_ray.search.preflight import preflight
-from fairtune_ray.search.run_folder import CONFIG_FILE, RUN_INFO, read_run_info, update_run_info
+from fairtune_ray.search.run_folder import CONFIG_FILE, ENVIRONMENT_FILE, RUN_INFO, read_run_info, update_run_info
 from fairtune_ray.search.space import uses_fisher
 from fairtune_ray.search.stages.types import Prepared, SearchRequest
 from fairtune_ray.tracking import resolve_tracking_uri, start_parent_run
+from fairtune_ray.tracking.environment import describe_environment, environment_tags
 from fairtune_ray.tracking.mlflow_runs import ROLE_TAG
 from fairtune_ray.training.pretrain import resolve_checkpoint
+from fairtune_ray.training.process import trial_threads
 
 
 def prepare(request: SearchRequest, log: Callable = print) -> Prepared:
@@ -47,11 +52,24 @@ def prepare(request: SearchRequest, log: Callable = print) -> Prepared:
     init_ray(cfg, request.address, request.num_gpus)
     # Trials, retrains and the Fisher task may run on nodes without the driver's file.
     checkpoint = ship_checkpoint(checkpoint)
+    record_environment(cfg, run_dir, data, checkpoint, MlflowClient(uri), parent)
     # Before the config is handed to the trials: the prior sets cfg.fisher.importance_path.
     prior = (compute_and_log_prior(cfg, data, checkpoint, space, MlflowClient(uri), parent, log)
              if uses_fisher(cfg) else [])
     return Prepared(cfg, name, run_dir, storage, uri, parent, cfg.mask.space, space.n_bits,
                     data.info.attributes[cfg.data.sensitive_attribute], request.resume, prior, data, checkpoint)
+
+
+def record_environment(cfg: ExperimentConfig, run_dir: Path, data: PackedDataset, checkpoint: CheckpointLike, client: MlflowClient,
+                       parent: str) -> dict:
+    """environment.json in the run folder and on the parent run (artifact and ``fairtune.env.*`` tags)."""
+    env = describe_environment(cfg, trial_threads(cfg), checkpoint_sha256(checkpoint) if checkpoint else "none",
+                               dataset_fingerprint(data))
+    atomic_write_text(run_dir / ENVIRONMENT_FILE, json.dumps(env, indent=2))
+    client.log_dict(parent, env, ENVIRONMENT_FILE)
+    for key, value in environment_tags(env).items():
+        client.set_tag(parent, key, value)
+    return env
 
 
 def _is_uri(path: str) -> bool:
