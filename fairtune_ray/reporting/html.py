@@ -47,7 +47,8 @@ def render_html(data: RunData, figs: Sequence[ReportFigure], mlflow_line: str) -
         results=data.results, table_metrics=TABLE_METRICS, paired_metrics=PAIRED_METRICS, paired_labels=PAIRED_LABELS,
         paired_rows=[r for r in data.results if r.vs_selected],
         results_text=results_table(data.results) if data.results else "",
-        top_trials=top_trial_rows(data), figures=figs)
+        top_trials=top_trial_rows(data), confirmation=data.confirmation, lr_grid=data.lr_grid,
+        selected_id=data.selected_id, figures=figs)
 
 
 def top_trial_rows(data: RunData, top: int = TOP_TRIALS) -> list[dict]:

@@ -24,7 +24,7 @@ from fairtune_ray.reporting.trials import (
 from fairtune_ray.search.preflight import structure_model
 from fairtune_ray.search.results import RESULTS_JSON, ResultRow, Role, read_results, selected_row
 from fairtune_ray.search.run_folder import (
-    CONFIG_FILE, SCORES_FILE, TRIALS_FILE, load_test_scores, read_json, read_run_info,
+    CONFIG_FILE, SCORES_FILE, STAGES_DIR, TRIALS_FILE, load_test_scores, read_json, read_run_info,
 )
 
 FISHER_COLUMNS = {"layer", "param", "numel", "disparity_mean"}
@@ -48,6 +48,8 @@ class RunData:
     bit_keys: list[str] = field(default_factory=list)
     selected_id: Optional[str] = None
     baseline_ids: dict = field(default_factory=dict)
+    confirmation: list[dict] = field(default_factory=list)  # stages/confirm.json: the top trials' seed results
+    lr_grid: dict = field(default_factory=dict)  # stages/baseline_lrs.json: each baseline's lr trials
 
     @property
     def mlflow_ok(self) -> bool:
@@ -88,6 +90,8 @@ def load_run(run_dir: Path, tracking_uri: Optional[str] = None, log: Callable = 
     _load_histories(data, log)
     _read_masks(data, log)
     data.selected_id = _selected_id(data)
+    data.confirmation = read_json(run_dir / STAGES_DIR / "confirm.json", {}).get("trials", [])
+    data.lr_grid = read_json(run_dir / STAGES_DIR / "baseline_lrs.json", {}).get("lr_grid", {})
     return data
 
 

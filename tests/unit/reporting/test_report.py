@@ -140,6 +140,12 @@ def search_run(tmp_path_factory) -> dict:
     (run_dir / "trials.json").write_text(json.dumps(trials, indent=2))
     save_test_scores(rows, run_dir / "test_scores.npz", GROUPS)
     (run_dir / "config.yaml").write_text(yaml.safe_dump(_cfg(), sort_keys=False))
+    (run_dir / "stages").mkdir()
+    (run_dir / "stages" / "confirm.json").write_text(json.dumps({"statistic": "mean", "trials": [
+        {"trial_id": SELECTED, "search_objective": 0.71, "seed_objectives": [0.69, 0.67], "n": 2, "mean": 0.68,
+         "sd": 0.014, "lcb": 0.67}]}))
+    (run_dir / "stages" / "baseline_lrs.json").write_text(json.dumps({"lr_grid": {
+        "Full fine-tuning": [{"lr": 1e-4, "objective": 0.61}, {"lr": 1e-3, "objective": 0.64}]}}))
     uri = f"sqlite:///{tmp / 'mlruns.db'}"
     parent = _make_mlflow(uri, tmp / "art", run_dir, trials)
     (run_dir / "fairtune_run.json").write_text(json.dumps({"name": "tiny-search", "parent_run_id": parent,
@@ -198,6 +204,9 @@ def test_report_has_every_section_and_valid_pngs(search_run):
     note = client.get_run(parent).data.tags["mlflow.note.content"]
     assert "8 trials" in note and "4 stopped early" in note and "worst-group AUC" in note and "report/report.html" in note
     assert any("logged 6 figures" in line for line in logs)
+    # the confirmation of the top trials and the baselines' lr grid
+    assert "trained again with 2 seeds" in html and "0.680" in html
+    assert "baseline learning rates chosen on validation" in html and "1.0e-03" in html
     # the paired-difference table: selected - each baseline, with a verdict
     assert "Selected minus each other row (paired)" in html and "vs Full fine-tuning" in html
     assert html.count("no detectable difference") + html.count("better") + html.count("worse") >= 2
