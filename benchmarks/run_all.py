@@ -342,7 +342,20 @@ def report(results: list[dict], info: dict, quick: bool, total_s: float) -> str:
         except Exception as err:  # a note must never lose the figures
             lines.append(f"- (notes unavailable: {type(err).__name__}: {err})")
         lines += ["", "<details><summary>JSON</summary>", "", "```json", json.dumps(r["data"]), "```", "", "</details>", ""]
-    return "\n".join(lines)
+    return "\n".join(lines + selection_study_section())
+
+
+def selection_study_section() -> list[str]:
+    """The selection study (``benchmarks/study_selection.py``, ~30 min, not run by ``make bench``): its
+    last result file, quoted as it is, with the command and date it records."""
+    path = HERE / "selection_study.md"
+    if not path.is_file():
+        return []
+    return ["## 7. Selection study (separate run)", "",
+            "*Per search seed on the embedded benchmark: is the selected configuration fairer on test than full "
+            "fine-tuning, the linear probe and the best lr-tuned PEFT baseline (paired intervals), with and without "
+            "the confirmation stage?* (`benchmarks/study_selection.py`, not part of `make bench`; this is its last "
+            "result file `benchmarks/selection_study.md`.)", "", path.read_text().strip(), ""]
 
 
 def main() -> None:
