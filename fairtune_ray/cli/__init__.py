@@ -1,4 +1,4 @@
-"""The `fairtune-ray` command: pretrain, finetune, search, demo, fisher, data prepare, report.
+"""The `fairtune-ray` command: pretrain, finetune, search, demo, fisher, data prepare, report, evaluate, predict.
 
 Each command lives in its own module with a ``register(subparsers)``; they are listed once in
 ``COMMAND_MODULES``. Command modules import only argparse-level code at the top and load Ray,
@@ -18,7 +18,8 @@ from fairtune_ray.data.manifest import DataError
 from fairtune_ray.search.errors import SearchInterrupted
 
 COMMAND_MODULES = ("fairtune_ray.cli.train", "fairtune_ray.cli.search", "fairtune_ray.cli.data",
-                   "fairtune_ray.cli.fisher", "fairtune_ray.cli.report")
+                   "fairtune_ray.cli.fisher", "fairtune_ray.cli.report", "fairtune_ray.cli.evaluate",
+                   "fairtune_ray.cli.predict")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -93,6 +93,10 @@ class SearchConfig(StrictSection):
     reuse_actors: bool = Field(False, description=(
         "Keep trial processes warm between trials: saves the ~3 s start-up of a trial on 2 cores, worth it "
         "when trials last seconds (e.g. the synthetic data)."))
+    export: Literal["selected", "all", "none"] = Field("selected", description=(
+        "Which retrained models are saved in the run folder (safetensors + model.json, first retrain seed) "
+        "and logged to the MLflow parent run as pyfunc models: 'selected' (runs/<name>/model), 'all' (the "
+        "baselines too, under runs/<name>/models/) or 'none'. `fairtune-ray evaluate` and `predict` use them."))
 
     @model_validator(mode="after")
     def _lr_range(self):

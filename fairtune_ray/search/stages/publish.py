@@ -1,5 +1,6 @@
 """Stage 7, publish: the MLflow parent run gets the selected configuration, every row's test
-metrics, the result files, the table and a readable summary, and is marked finished."""
+metrics, the result files, the table, a readable summary and the exported models (pyfunc, tag
+``fairtune.model_uri`` for the selected one), and is marked finished."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -7,8 +8,15 @@ from typing import Callable
 
 from mlflow.tracking import MlflowClient
 
-from fairtune_ray.search.results import (PAIRED_PREFIX, RESULTS_CSV, RESULTS_JSON, paired_table, results_table,
-                                         selected_row)
+from fairtune_ray.search.exports import MODEL_URI_TAG, log_exports
+from fairtune_ray.search.results import (
+    PAIRED_PREFIX,
+    RESULTS_CSV,
+    RESULTS_JSON,
+    paired_table,
+    results_table,
+    selected_row,
+)
 from fairtune_ray.search.run_folder import SCORES_FILE, TRIALS_FILE
 from fairtune_ray.search.stages.types import Prepared, Selection, Tested, TuneOutcome
 from fairtune_ray.tracking.mlflow_runs import log_metrics, metric_key
@@ -35,9 +43,15 @@ def publish(p: Prepared, tuned: TuneOutcome, selection: Selection, tested: Teste
         client.log_text(parent, paired, "paired_differences.md")
         table += f"\n\nPaired differences on the same test resamples (95% intervals):\n\n{paired}"
     client.set_tag(parent, "mlflow.note.content", _summary(tuned, selection, tested, table))
+    model_lines: list[str] = []  # printed last: the path of the saved model ends the output
+    model_uri = log_exports(client, parent, Path(p.run_dir), tested.rows, log=model_lines.append)
+    if model_uri:
+        client.set_tag(parent, MODEL_URI_TAG, model_uri)
     client.set_terminated(parent, "FINISHED")
     log("\n" + table)
     log(f"\nresults: {Path(p.run_dir) / RESULTS_CSV}\nMLflow UI: mlflow ui --backend-store-uri {p.tracking_uri}")
+    for line in model_lines or [f"model: not exported (search.export: {p.cfg.search.export})"]:
+        log(line)
     return table
 
 

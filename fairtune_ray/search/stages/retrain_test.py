@@ -5,19 +5,22 @@ as parallel Ray tasks through the same inner loop, evaluated on the test split a
 validation epoch, and summarised with stratified-bootstrap 95% intervals of the seed-averaged
 metric (the same resampled test indices for every seed). Every other row is compared with the
 selected one on the same resamples (a paired difference with its interval and verdict). Writes
-results.csv/json and test_scores.npz to the run folder.
+results.csv/json and test_scores.npz to the run folder, and the exported models (``search.export``:
+the first seed's weights and model.json, search/exports.py); only those retrains send their weights back.
 """
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Optional
 
 import numpy as np
 import ray
 
 from fairtune_ray.config import ExperimentConfig
 from fairtune_ray.data.manifest import PackedDataset
+from fairtune_ray.export.capture import ModelKeepingAccelerator, capture
 from fairtune_ray.metrics import bootstrap_intervals, paired_differences
 from fairtune_ray.models.shipping import CheckpointLike
+from fairtune_ray.search.exports import exported_methods, write_exports
 from fairtune_ray.search.results import (
     PAIRED_METRICS,
     TABLE_METRICS,
@@ -35,35 +38,51 @@ from fairtune_ray.training.spec import TrialSpec
 
 
 def retrain_and_test(p: Prepared, selection: Selection, log: Callable = print) -> Tested:
-    rows = retrain_candidates(p.cfg, selection.candidates, p.data, p.checkpoint, p.group_names, log)
+    trained: dict[str, dict] = {}
+    rows = retrain_candidates(p.cfg, selection.candidates, p.data, p.checkpoint, p.group_names, log, exported=trained)
     compare_with_selected(p.cfg, rows, p.group_names)
     write_results(rows, p.run_dir)
     save_test_scores(rows, p.run_dir / SCORES_FILE, p.group_names)  # for the report's ROC curves
+    write_exports(p, selection.candidates, rows, trained)
     return Tested(rows)
 
 
 def retrain_candidates(cfg: ExperimentConfig, candidates: list[Candidate], data: PackedDataset,
-                       checkpoint: CheckpointLike, group_names: dict[int, str], log: Callable = print) -> list[ResultRow]:
-    """Every candidate x ``search.retrain_seeds`` seeds as parallel Ray tasks; one row per candidate."""
+                       checkpoint: CheckpointLike, group_names: dict[int, str], log: Callable = print,
+                       exported: Optional[dict[str, dict]] = None) -> list[ResultRow]:
+    """Every candidate x ``search.retrain_seeds`` seeds as parallel Ray tasks; one row per candidate.
+
+    With ``exported`` (a dict to fill), the first-seed retrain of each candidate ``search.export``
+    names also returns its weights, and its output lands there under the candidate's method."""
     seeds = [cfg.train.seed + i for i in range(cfg.search.retrain_seeds)]
+    export = exported_methods(cfg, candidates) if exported is not None else set()
     remote = ray.remote(num_cpus=cfg.trial.resources.cpu, num_gpus=cfg.trial.resources.gpu, max_retries=1)(_retrain)
     data_ref, cfg_dict = ray.put(data), cfg.model_dump()
-    futures = {(c.method, s): remote.remote(cfg_dict, TrialSpec(**{**c.spec.to_dict(), "seed": s}), data_ref, checkpoint)
+    futures = {(c.method, s): remote.remote(cfg_dict, TrialSpec(**{**c.spec.to_dict(), "seed": s}), data_ref, checkpoint,
+                                            c.method in export and s == seeds[0])
                for c in candidates for s in seeds}
     log(f"retraining {len(candidates)} configurations x {len(seeds)} seeds ({len(futures)} Ray tasks)")
     outputs = dict(zip(futures, ray.get(list(futures.values()))))
+    if exported is not None:
+        exported.update({m: outputs[(m, seeds[0])] for m in export})
     return [result_row(cfg, c, [outputs[(c.method, s)] for s in seeds], group_names) for c in candidates]
 
 
-def _retrain(cfg_dict: dict, spec: TrialSpec, data: PackedDataset, checkpoint: CheckpointLike) -> dict:
-    """One seed of one candidate, in a Ray task: train on train, pick the epoch on val, score test."""
+def _retrain(cfg_dict: dict, spec: TrialSpec, data: PackedDataset, checkpoint: CheckpointLike,
+             export: bool = False) -> dict:
+    """One seed of one candidate, in a Ray task: train on train, pick the epoch on val, score test;
+    with ``export`` also the trained weights (only then: a state dict is the one big thing here)."""
     cfg = ExperimentConfig.model_validate(cfg_dict)
     prepare_trial_process(cfg)  # retrains share CPUs and GPUs like trials
-    fit = fine_tune(cfg, spec, data, checkpoint, final_splits=("test",))
+    accelerator = ModelKeepingAccelerator.for_config(cfg) if export else None
+    fit = fine_tune(cfg, spec, data, checkpoint, final_splits=("test",), accelerator=accelerator)
     test = fit.scores["test"]
-    return {"labels": test.labels, "scores": test.scores, "groups": test.groups, "trainable": fit.trainable_params,
-            "best_epoch": fit.best_epoch, "val_objective": fit.best_val.get("objective", float("nan")),
-            "seconds": fit.seconds, "test_metrics": fit.final["test"]}
+    out = {"labels": test.labels, "scores": test.scores, "groups": test.groups, "trainable": fit.trainable_params,
+           "best_epoch": fit.best_epoch, "val_objective": fit.best_val.get("objective", float("nan")),
+           "seconds": fit.seconds, "test_metrics": fit.final["test"]}
+    if accelerator is not None:
+        out["export"] = capture(accelerator.trained_model())
+    return out
 
 
 def compare_with_selected(cfg: ExperimentConfig, rows: list[ResultRow], group_names: dict[int, str]) -> None:

@@ -1,0 +1,83 @@
+"""model.json + model.safetensors -> the fine-tuned network, ready to score uint8 images.
+
+The module structure a fine-tune changed is rebuilt before the weights load strictly: LoRA adapters
+(``apply_mask`` with the lora baseline) and Fisher low-rank factors (``LowRankLinear`` in place of
+the factorised ``nn.Linear``, shapes read from the weights). Nothing is downloaded and the
+pre-training checkpoint is not needed: every weight comes from the safetensors file.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional, Union
+
+import numpy as np
+import torch
+from safetensors.torch import load_file
+from torch import nn
+
+from fairtune_ray.config import BackboneConfig
+from fairtune_ray.data.loading import BatchTransform
+from fairtune_ray.export.folder import WEIGHTS_FILE, read_model_meta
+from fairtune_ray.models import Mask, apply_mask, create_backbone
+from fairtune_ray.models.lowrank import LowRankLinear, resolve_linear_targets
+from fairtune_ray.training.spec import TrialSpec
+
+
+def rebuild_model(meta: dict, state: dict[str, torch.Tensor]) -> nn.Module:
+    """The network model.json describes, with ``state`` loaded strictly (every key, every shape)."""
+    backbone = BackboneConfig.model_validate({**meta["backbone"], "pretrained": False, "checkpoint": None})
+    model = create_backbone(backbone, num_classes=1, checkpoint=None)
+    spec = TrialSpec(**meta["spec"])
+    apply_mask(model, Mask.parse(spec.mask, model=model), lora_rank=int(meta.get("lora_rank", 4)))
+    if spec.uses_fisher and spec.rank > 0 and spec.factorise:
+        _low_rank_shells(model, spec.factorise, state)
+    model.load_state_dict(state, strict=True)
+    return model.eval()
+
+
+def _low_rank_shells(model: nn.Module, targets: list[str], state: dict[str, torch.Tensor]) -> None:
+    """Replace each factorised ``nn.Linear`` by a ``LowRankLinear`` of the saved factors' shapes."""
+    for path in resolve_linear_targets(model, targets):
+        linear = model.get_submodule(path)
+        a, b = state[f"{path}.A"], state[f"{path}.B"]
+        shell = LowRankLinear(torch.empty_like(a), torch.empty_like(b), linear.bias)
+        parent_path, _, leaf = path.rpartition(".")
+        setattr(model.get_submodule(parent_path) if parent_path else model, leaf, shell)
+
+
+class ExportedModel:
+    """A loaded model folder: ``score`` maps images to P(label 1), preprocessed as in training."""
+
+    def __init__(self, folder: Union[str, Path], device: Optional[str] = None):
+        self.folder = Path(folder)
+        self.meta = read_model_meta(self.folder)
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        state = load_file(str(self.folder / WEIGHTS_FILE), device="cpu")
+        self.model = rebuild_model(self.meta, state).to(self.device)
+        self.transform = BatchTransform(self.meta["preprocess"], augment=False)
+        self.batch_size = int(self.meta["data"].get("eval_batch_size", 256))
+
+    @property
+    def threshold(self) -> float:
+        return float(self.meta.get("threshold", 0.5))
+
+    @torch.no_grad()
+    def score(self, images: np.ndarray, batch_size: Optional[int] = None) -> np.ndarray:
+        """P(label 1) per image. ``images``: (N, H, W, C) or (N, H, W) pixel values on the 0-255
+        scale, uint8 (as prepared datasets store them), integer or float."""
+        images = np.asarray(images)
+        if images.ndim == 3:
+            images = images[..., None]
+        if images.ndim != 4:
+            raise ValueError(f"expected a batch of images (N, H, W, C), got shape {images.shape}")
+        bs = batch_size or self.batch_size
+        out = []
+        for i in range(0, len(images), bs):
+            batch = images[i:i + bs]
+            # uint8 is converted (a copy) by the transform; other dtypes are copied here, since the
+            # transform divides in place and must not write into the caller's array
+            x = torch.from_numpy(np.ascontiguousarray(batch) if batch.dtype == np.uint8 else batch.astype(np.float32))
+            x = x.permute(0, 3, 1, 2).to(self.device)
+            logits = self.model(self.transform(x, train=False)).float()
+            out.append(torch.sigmoid(logits.view(-1)).cpu())
+        return torch.cat(out).numpy() if out else np.zeros(0, dtype=np.float32)

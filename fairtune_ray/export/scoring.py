@@ -1,0 +1,52 @@
+"""Score a prepared dataset with an exported model: resolve the model, check the dataset fits it
+(on metadata alone, before any image is read), then load the split's images and score them."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional, Union
+
+import numpy as np
+
+from fairtune_ray.data.manifest import PackedDataset, load_manifest, load_packed_dataset
+from fairtune_ray.export.checks import ALL_SPLITS, check_dataset
+from fairtune_ray.export.folder import read_model_meta
+from fairtune_ray.data.fingerprint import dataset_fingerprint
+from fairtune_ray.export.mlflow_model import resolve_model
+from fairtune_ray.export.rebuild import ExportedModel
+
+
+@dataclass
+class ScoringJob:
+    """A model folder and the rows of a dataset it will score, checked to fit each other."""
+
+    folder: Path
+    meta: dict
+    data: PackedDataset  # the chosen split's rows only
+    split: str
+    attribute: Optional[str]
+    same_data: bool  # the dataset's fingerprint is the one the model was trained and tested on
+
+    @property
+    def model_attribute(self) -> str:
+        return self.meta["data"]["sensitive_attribute"]
+
+
+def prepare_scoring(model_ref: str, data_uri: str, split: str, tracking_uri: str, workdir: Union[str, Path],
+                    attribute: Optional[str] = None, need_attribute: bool = True) -> ScoringJob:
+    """Resolve and check everything. With ``need_attribute`` the groups come from ``attribute``
+    (default: the model's own), which the dataset must record."""
+    folder = resolve_model(model_ref, tracking_uri, workdir)
+    meta = read_model_meta(folder)
+    attribute = (attribute or meta["data"]["sensitive_attribute"]) if need_attribute else None
+    manifest, info = load_manifest(data_uri)
+    check_dataset(meta, info, manifest, where=data_uri, split=split, attribute=attribute)
+    data = load_packed_dataset(data_uri)
+    same = dataset_fingerprint(data) == meta.get("data_fingerprint")
+    part = data if split == ALL_SPLITS else data.split(split)
+    return ScoringJob(folder, meta, part, split, attribute, same)
+
+
+def score_job(job: ScoringJob, device: Optional[str] = None) -> np.ndarray:
+    """P(label 1) for every row of the job's split, in manifest order."""
+    return ExportedModel(job.folder, device=device).score(job.data.images)
