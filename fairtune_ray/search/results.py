@@ -23,6 +23,8 @@ from fairtune_ray.models.naming import short_mask_label
 
 TABLE_METRICS = ("overall_auc", "min_auc", "auc_gap", "eodds_diff")
 PAIRED_METRICS = ("min_auc", "auc_gap", "overall_auc")  # selected - each other row, paired bootstrap
+#: measured on the training split at the tested epoch, beside the test values: the fairness generalisation gap
+TRAIN_METRICS = ("min_auc", "overall_auc")
 PAIRED_PREFIX = "vs_selected/"
 RESULTS_JSON = "results.json"
 RESULTS_CSV = "results.csv"
@@ -75,6 +77,7 @@ class ResultRow:
     rank: int = 0
     factorise: str = ""
     test: dict[str, MetricInterval] = field(default_factory=dict)
+    train: dict[str, float] = field(default_factory=dict)  # seed-mean TRAIN_METRICS at the tested epoch
     vs_selected: dict[str, PairedDifference] = field(default_factory=dict)  # selected - this row (not on the selected)
     scores: Optional[TestScores] = field(default=None, repr=False, compare=False)
 
@@ -96,8 +99,9 @@ class ResultRow:
 
     def to_flat(self) -> dict:
         """The JSON/CSV/MLflow form: ``test/<metric>``, ``test/<metric>_lo|_hi|_seed_std``."""
-        out = {k: v for k, v in asdict(self).items() if k not in ("test", "vs_selected", "scores")}
+        out = {k: v for k, v in asdict(self).items() if k not in ("test", "train", "vs_selected", "scores")}
         out["role"] = self.role.value
+        out.update({f"train/{m}": v for m, v in self.train.items()})
         for m, iv in self.test.items():
             out.update({f"test/{m}": iv.point, f"test/{m}_lo": iv.lo, f"test/{m}_hi": iv.hi,
                         f"test/{m}_seed_std": iv.seed_std})
@@ -120,7 +124,7 @@ class ResultRow:
                    lr=float(d["lr"]), trainable_params=int(d["trainable_params"]), seeds=int(d.get("seeds", 1)),
                    val_objective=float(d.get("val_objective", math.nan)), ewc_lambda=float(d.get("ewc_lambda", 0.0)),
                    rank=int(d.get("rank", 0)), factorise=str(d.get("factorise", "") or ""), test=test,
-                   vs_selected=paired)
+                   train={k[len("train/"):]: float(v) for k, v in d.items() if k.startswith("train/")}, vs_selected=paired)
 
 
 def selected_row(rows: Sequence[ResultRow]) -> Optional[ResultRow]:
@@ -128,13 +132,15 @@ def selected_row(rows: Sequence[ResultRow]) -> Optional[ResultRow]:
 
 
 RESULT_COLUMNS = [("method", "method"), ("mask", "mask"), ("lr", "lr"), ("trainable_params", "trainable"),
-                  ("overall_auc", "test AUC [95% CI]"), ("min_auc", "worst-group AUC"),
+                  ("overall_auc", "test AUC [95% CI]"), ("train_min_auc", "train worst-group AUC"),
+                  ("min_auc", "test worst-group AUC"),
                   ("auc_gap", "AUC gap"), ("eodds_diff", "eq-odds diff")]
 
 
 def results_table(rows: Sequence[ResultRow]) -> str:
     """The terminal / MLflow-note table: one line per row, metrics with their intervals."""
     shown = [{"method": r.method, "mask": r.mask, "lr": f"{r.lr:.1e}", "trainable_params": r.trainable_params,
+              "train_min_auc": r.train.get("min_auc", float("nan")),
               **{m: r.interval_text(m) for m in TABLE_METRICS}} for r in rows]
     return format_table(shown, RESULT_COLUMNS)
 

@@ -61,12 +61,16 @@ def test_search_end_to_end(tiny_overrides, ray_local, tmp_path):
         assert d.diff == pytest.approx(out.rows[0].metric("min_auc") - row.metric("min_auc"), abs=1e-9)
         assert d.verdict in ("better", "worse", "no detectable difference")
     assert not out.rows[0].vs_selected
+    # the training split's worst-group AUC at the tested epoch sits beside the test value (the generalisation gap)
+    assert all(0.0 <= row.train["min_auc"] <= 1.0 for row in out.rows)
     saved = json.loads((out.run_dir / "results.json").read_text())
+    assert saved[0]["train/min_auc"] == pytest.approx(out.rows[0].train["min_auc"])
     assert [r["method"] for r in saved] == methods and saved[0]["role"] == "selected"
     assert (out.run_dir / "results.csv").exists()
     finished = client.get_run(out.parent_run_id)
     assert finished.data.params["selected.mask"] == out.rows[0].mask
     assert "mlflow.note.content" in finished.data.tags
+    assert finished.data.metrics["full_fine-tuning/train/min_auc"] == pytest.approx(out.rows[1].train["min_auc"])
     assert finished.data.metrics["full_fine-tuning/vs_selected/min_auc"] == pytest.approx(
         out.rows[1].vs_selected["min_auc"].diff)
     artifacts = {a.path for a in client.list_artifacts(out.parent_run_id)}

@@ -31,7 +31,7 @@ def publish(p: Prepared, tuned: TuneOutcome, selection: Selection, tested: Teste
     client.log_param(parent, "selected.trial_id", selection.selected["trial_id"])
     for row in tested.rows:  # the row's flat form, as in results.json (log_metrics skips the text fields)
         metrics = {k: v for k, v in row.to_flat().items()
-                   if k.startswith(("test/", PAIRED_PREFIX)) or k in ("trainable_params", "val_objective")}
+                   if k.startswith(("test/", "train/", PAIRED_PREFIX)) or k in ("trainable_params", "val_objective")}
         log_metrics(client, parent, {f"{_slug(row.method)}/{k}": v for k, v in metrics.items()}, step=0)
     for name in (RESULTS_CSV, RESULTS_JSON, TRIALS_FILE, SCORES_FILE):
         if (Path(p.run_dir) / name).is_file():

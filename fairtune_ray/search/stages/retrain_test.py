@@ -7,6 +7,8 @@ metric (the same resampled test indices for every seed). Every other row is comp
 selected one on the same resamples (a paired difference with its interval and verdict). Writes
 results.csv/json and test_scores.npz to the run folder, and the exported models (``search.export``:
 the first seed's weights and model.json, search/exports.py); only those retrains send their weights back.
+Each row also carries its training-split worst-group and overall AUC at the tested epoch (seed mean), so
+the fairness generalisation gap (train vs test) is visible.
 """
 from __future__ import annotations
 
@@ -24,6 +26,7 @@ from fairtune_ray.search.exports import exported_methods, write_exports
 from fairtune_ray.search.results import (
     PAIRED_METRICS,
     TABLE_METRICS,
+    TRAIN_METRICS,
     MetricInterval,
     ResultRow,
     TestScores,
@@ -75,11 +78,12 @@ def _retrain(cfg_dict: dict, spec: TrialSpec, data: PackedDataset, checkpoint: C
     cfg = ExperimentConfig.model_validate(cfg_dict)
     prepare_trial_process(cfg)  # retrains share CPUs and GPUs like trials
     accelerator = ModelKeepingAccelerator.for_config(cfg) if export else None
-    fit = fine_tune(cfg, spec, data, checkpoint, final_splits=("test",), accelerator=accelerator)
+    fit = fine_tune(cfg, spec, data, checkpoint, final_splits=("test", "train"), accelerator=accelerator)
     test = fit.scores["test"]
     out = {"labels": test.labels, "scores": test.scores, "groups": test.groups, "trainable": fit.trainable_params,
            "best_epoch": fit.best_epoch, "val_objective": fit.best_val.get("objective", float("nan")),
-           "seconds": fit.seconds, "test_metrics": fit.final["test"]}
+           "seconds": fit.seconds, "test_metrics": fit.final["test"],
+           "train_metrics": {m: fit.final["train"].get(m, float("nan")) for m in TRAIN_METRICS}}
     if accelerator is not None:
         out["export"] = capture(accelerator.trained_model())
     return out
@@ -114,4 +118,5 @@ def result_row(cfg: ExperimentConfig, c: Candidate, runs: list[dict], group_name
     return ResultRow(method=c.method, role=c.role, mask=c.spec.mask, lr=c.spec.lr, trainable_params=runs[0]["trainable"],
                      seeds=len(runs), val_objective=float(np.mean([r["val_objective"] for r in runs])),
                      ewc_lambda=c.spec.ewc_lambda, rank=c.spec.rank, factorise="+".join(c.spec.factorise), test=test,
+                     train={m: float(np.nanmean([r["train_metrics"][m] for r in runs])) for m in TRAIN_METRICS},
                      scores=TestScores(labels, groups, scores))
