@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator, Union
@@ -18,6 +19,7 @@ import safetensors
 import timm
 import torch
 from mlflow.artifacts import download_artifacts
+from mlflow.entities import LoggedModel, Metric
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 from mlflow.models import ModelSignature
@@ -72,11 +74,42 @@ def _quiet_mlflow() -> Iterator[None]:
 
 
 def log_model(client: MlflowClient, run_id: str, folder: Union[str, Path], artifact_path: str = "model") -> str:
-    """Log the model folder as a pyfunc model under ``artifact_path`` of the run; returns its runs:/ URI."""
+    """Log the model folder as an MLflow 3 logged model (pyfunc) named ``artifact_path``, linked to the
+    run: the run page's "Logged models" and the experiment's Models tab list it, with its test metrics.
+    Returns its ``models:/<model_id>`` URI."""
+    run = client.get_run(run_id)
+    meta = read_model_meta(folder)
+    logged = client.create_logged_model(run.info.experiment_id, name=artifact_path, source_run_id=run_id,
+                                        model_type="fairtune-ray pyfunc",
+                                        tags={"fairtune.role": str(meta.get("role", "")),
+                                              "fairtune.method": str(meta.get("method", ""))},
+                                        params={"mask": str(meta["spec"]["mask"]), "lr": str(meta["spec"]["lr"])})
     with tempfile.TemporaryDirectory(prefix="fairtune-pyfunc-") as tmp:
         local = save_pyfunc(folder, Path(tmp) / "model")
-        client.log_artifacts(run_id, str(local), artifact_path)
-    return f"runs:/{run_id}/{artifact_path}"
+        client.log_model_artifacts(logged.model_id, str(local))
+    _link_metrics(client, run_id, logged.model_id, meta)
+    client.finalize_logged_model(logged.model_id, "READY")
+    return f"{MODELS_SCHEME}{logged.model_id}"
+
+
+def _link_metrics(client: MlflowClient, run_id: str, model_id: str, meta: dict) -> None:
+    """The exported seed's test metrics, attached to the logged model (its page shows them)."""
+    values = {f"test/{k}": float(v) for k, v in (meta.get("test_metrics") or {}).items()
+              if isinstance(v, (int, float)) and np.isfinite(v)}
+    now = int(time.time() * 1000)
+    metrics = [Metric(key, value, now, 0, model_id=model_id) for key, value in sorted(values.items())]
+    for start in range(0, len(metrics), 1000):
+        client.log_batch(run_id, metrics=metrics[start:start + 1000])
+
+
+def logged_model(client: MlflowClient, run_id: str, artifact_path: str = "model") -> LoggedModel:
+    """The model ``log_model`` linked to the run under ``artifact_path``."""
+    run = client.get_run(run_id)
+    found = client.search_logged_models([run.info.experiment_id],
+                                        filter_string=f"source_run_id = '{run_id}' AND name = '{artifact_path}'")
+    if not found:
+        raise FileNotFoundError(f"run {run_id} has no logged model named '{artifact_path}'")
+    return found[0]
 
 
 def register_model(tracking_uri: str, run_id: str, name: str, artifact_path: str = "model") -> ModelVersion:
@@ -86,8 +119,9 @@ def register_model(tracking_uri: str, run_id: str, name: str, artifact_path: str
         client.get_registered_model(name)
     except MlflowException:
         client.create_registered_model(name, description="fairtune-ray exported model (model.json + safetensors)")
-    source = f"{client.get_run(run_id).info.artifact_uri.rstrip('/')}/{artifact_path}"
-    return client.create_model_version(name, source, run_id=run_id)
+    model = logged_model(client, run_id, artifact_path)
+    # the artifact location, not models:/<id>: the registry would resolve that against the global tracking URI
+    return client.create_model_version(name, model.artifact_location, run_id=run_id, model_id=model.model_id)
 
 
 def _model_version(client: MlflowClient, ref: str, tracking_uri: str) -> ModelVersion:

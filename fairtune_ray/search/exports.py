@@ -23,7 +23,7 @@ from fairtune_ray.search.run_folder import MODEL_DIR, OTHER_MODELS_DIR
 from fairtune_ray.search.stages.types import Candidate, Prepared
 from fairtune_ray.training.spec import TrialSpec
 
-MODEL_URI_TAG = "fairtune.model_uri"  # on the parent run: the selected model's runs:/ URI
+MODEL_URI_TAG = "fairtune.model_uri"  # on the parent run: the selected model's models:/<model id> URI
 
 
 def exported_methods(cfg: ExperimentConfig, candidates: list[Candidate]) -> set[str]:
@@ -71,7 +71,7 @@ def write_exports(p: Prepared, candidates: list[Candidate], rows: list[ResultRow
 def log_exports(client: MlflowClient, parent_run_id: str, run_dir: Path, rows: list[ResultRow],
                 log: Callable = print) -> Optional[str]:
     """Log every exported folder found in the run folder as a pyfunc model on the parent run; returns
-    the selected model's runs:/ URI (None when it was not exported)."""
+    the selected model's models:/<model id> URI (None when it was not exported)."""
     selected_uri = None
     for row in rows:
         folder, artifact_path = model_folder(run_dir, row.method, row.role)

@@ -109,7 +109,11 @@ def test_pyfunc_model_and_models_uri_through_a_sqlite_registry(exported, tmp_pat
     client = MlflowClient(uri)
     lines: list[str] = []
     model_uri = log_exports(client, run_id, exported.run_dir, [exported.row], log=lines.append)
-    assert model_uri == f"runs:/{run_id}/model" and str(exported.folder.resolve()) in lines[0]
+    assert model_uri.startswith("models:/m-") and str(exported.folder.resolve()) in lines[0]
+    # an MLflow 3 logged model linked to the run (the run page's "Logged models", the Models tab), with metrics
+    [logged] = client.search_logged_models([client.get_run(run_id).info.experiment_id])
+    assert f"models:/{logged.model_id}" == model_uri and logged.source_run_id == run_id and logged.status == "READY"
+    assert logged.metrics and all(m.model_id == logged.model_id for m in logged.metrics)
     client.set_tag(run_id, MODEL_URI_TAG, model_uri)
     version = register_model(uri, run_id, "fair-derm")
     assert (version.name, str(version.version)) == ("fair-derm", "1")

@@ -80,7 +80,7 @@ def test_search_end_to_end(tiny_overrides, ray_local, tmp_path):
     assert model["role"] == "selected" and model["spec"]["mask"] == out.rows[0].mask and model["seed"] == cfg.train.seed
     assert model["row_test_metrics"]["min_auc"]["point"] == pytest.approx(out.rows[0].metric("min_auc"))
     assert (out.run_dir / "model" / "model.safetensors").is_file() and not (out.run_dir / "models").exists()
-    assert finished.data.tags["fairtune.model_uri"] == f"runs:/{out.parent_run_id}/model"
+    assert finished.data.tags["fairtune.model_uri"].startswith("models:/m-")
 
     # noise-aware selection: the top trials were confirmed with 2 seeds on train + validation only,
     # the selected one among them; the baselines ran to the last epoch; each baseline's lr came from its grid
