@@ -126,10 +126,13 @@ def make_noop(reports: int):
 
     from ray import tune
 
+    from fairtune_ray.search.tune_value import TUNE_METRIC
+
     def noop_trial(config: dict) -> None:
         bits = sum(v for k, v in config.items() if k.startswith("m"))
         base = -abs(math.log10(config["lr"]) + 3.5) + 0.01 * bits
-        for epoch in range(1, reports + 1):
-            tune.report({"epoch": epoch, "objective": base + 0.01 * epoch})
+        for epoch in range(1, reports + 1):  # rising, so the best so far is the current value
+            value = base + 0.01 * epoch
+            tune.report({"epoch": epoch, "objective": value, TUNE_METRIC: value})
 
     return noop_trial
