@@ -12,11 +12,11 @@ class TrainConfig(StrictSection):
     """The inner fine-tune: one loop for every trial, retrain and baseline, with validation metrics
     on the whole split after every epoch."""
 
-    epochs: int = Field(4, ge=1, description=(
+    epochs: int = Field(12, ge=1, description=(
         "Training epochs of every trial and retrain; also ASHA's maximum (a trial reports once per epoch)."))
     optimizer: Literal["adamw", "sgd"] = Field("adamw", description=(
         "AdamW, or SGD with `momentum`; only the trainable parameters are optimised."))
-    lr: float = Field(5e-4, gt=0, description=(
+    lr: float = Field(1e-3, gt=0, description=(
         "Learning rate of the baselines, of the search's initial points (both clipped to "
         "[search.lr_min, search.lr_max]) and of `fairtune-ray finetune`; trials draw their own."))
     weight_decay: float = Field(0.05, ge=0, description=(

@@ -6,7 +6,11 @@ learnable but not trivially separable. The darkest tone is a small minority whos
 lower contrast, and in the majority tones a spurious artefact (an ink marker in a corner) is
 correlated with the label; in the minority it is not. High-capacity fine-tuning therefore fits the
 training set of every group while generalising worse on the minority: the fairness generalisation
-gap of docs/design.md#the-embedded-synthetic-dataset.
+gap of docs/design.md#the-embedded-synthetic-dataset. The training split is small (about 300
+images by default, 50 of the minority), so that fine-tuning fits it within a few epochs; the
+validation and test splits get extra, minority-enriched images (``val_samples``, ``test_samples``),
+so that the minority's metrics are measured with narrow intervals at no training cost.
+benchmarks/fairness_regime.py measures the regime.
 
 Source task (4 classes, for pre-training the micro backbone): round or spiky border times uniform
 or variegated colour, on the same skin tones, balanced across tones, without the artefact.
@@ -34,7 +38,8 @@ LESION_REL = np.array([0.42, 0.30, 0.24], dtype=np.float32)
 VARIEGATION_REL = np.array([[0.10, 0.08, 0.08], [0.85, 0.25, 0.22], [0.45, 0.50, 0.80]], dtype=np.float32)
 ARTEFACT_RGB = np.array([110, 40, 150], dtype=np.float32) / 255.0  # purple surgical-marker ink
 SUPERSAMPLE = 2
-GENERATOR_VERSION = 2
+GENERATOR_VERSION = 3
+RENDER_CHUNK = 1000  # images rendered at once (supersampled float tensors); part of the random stream
 
 
 def tone_names(n: int) -> dict[int, str]:
@@ -94,26 +99,30 @@ def _render(rng: np.random.Generator, size: int, tone_rgb: np.ndarray, radius_fn
     return (img.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
 
 
-def generate_target(cfg: SyntheticConfig) -> tuple[pd.DataFrame, np.ndarray, DatasetInfo]:
-    """The fairness benchmark: manifest rows, (N, S, S, 3) uint8 images and code mappings."""
-    rng = np.random.default_rng(cfg.seed)
-    n, k = cfg.n_samples, cfg.n_skin_tones
-    tone = rng.choice(k, size=n, p=_tone_probabilities(k, cfg.minority_fraction))
-    minority = tone == k - 1
+def _target_features(rng: np.random.Generator, cfg: SyntheticConfig, tone: np.ndarray) -> dict[str, np.ndarray]:
+    """Per-image label and appearance parameters for images of the given tones."""
+    n, minority = len(tone), tone == cfg.n_skin_tones - 1
     y = (rng.random(n) < 0.35).astype(np.int64)
     # Features from overlapping class-conditional distributions: learnable, not separable.
-    irregular = np.clip(rng.normal(np.where(y == 1, 0.11, 0.045), 0.035), 0.0, 0.25)
-    variegation = np.clip(rng.normal(np.where(y == 1, 0.55, 0.2), 0.18), 0.0, 1.0)
+    # ``class_separation`` scales the gap between the class means (benign means fixed).
+    sep = cfg.class_separation
+    irregular = np.clip(rng.normal(np.where(y == 1, 0.045 + 0.065 * sep, 0.045), 0.035), 0.0, 0.25)
+    variegation = np.clip(rng.normal(np.where(y == 1, 0.2 + 0.35 * sep, 0.2), 0.18), 0.0, 1.0)
     if cfg.label_noise > 0:
         flip = rng.random(n) < cfg.label_noise
         y = np.where(flip, 1 - y, y)
     contrast = np.where(minority, 0.85 * cfg.minority_contrast, 0.85) * rng.uniform(0.85, 1.0, n)
     p_art = np.where(minority, 0.5, np.where(y == 1, cfg.artefact_strength, 1 - cfg.artefact_strength))
     artefact = rng.random(n) < p_art
+    return {"label": y, "irregular": irregular, "variegation": variegation, "contrast": contrast, "artefact": artefact}
 
+
+def _render_target(rng: np.random.Generator, cfg: SyntheticConfig, tone: np.ndarray, f: dict[str, np.ndarray]) -> np.ndarray:
+    """Images (N, S, S, 3) uint8 for the features of :func:`_target_features`."""
+    n = len(tone)
     r0 = rng.uniform(0.16, 0.26, n).astype(np.float32)[:, None, None]
     harmonics = np.arange(2, 8, dtype=np.float32)
-    amps = (rng.dirichlet(np.ones(len(harmonics)), n) * irregular[:, None] * 2.2).astype(np.float32)
+    amps = (rng.dirichlet(np.ones(len(harmonics)), n) * f["irregular"][:, None] * 2.2).astype(np.float32)
     phases = rng.uniform(0, 2 * np.pi, (n, len(harmonics))).astype(np.float32)
 
     def radius_fn(theta: torch.Tensor) -> torch.Tensor:
@@ -127,22 +136,61 @@ def generate_target(cfg: SyntheticConfig) -> tuple[pd.DataFrame, np.ndarray, Dat
     which = torch.from_numpy(rng.integers(0, len(VARIEGATION_REL), n))
     other = torch.from_numpy(VARIEGATION_REL)[which][:, :, None, None]
     field = _smooth_field(rng, n, s, 5)[:, None]
-    v = torch.from_numpy(variegation.astype(np.float32))[:, None, None, None]
+    v = torch.from_numpy(f["variegation"].astype(np.float32))[:, None, None, None]
     colour = base * (1 - v * field) + other * (v * field)
-    images = _render(rng, cfg.image_size, _tone_palette(k)[tone], radius_fn, colour, contrast, artefact)
+    return _render(rng, cfg.image_size, _tone_palette(cfg.n_skin_tones)[tone], radius_fn, colour, f["contrast"], f["artefact"])
 
-    # One to three lesions per patient, so the split has to be made by patient.
-    patient = np.repeat(np.arange(n), rng.integers(1, 4, n))[:n]
+
+def _target_block(rng: np.random.Generator, cfg: SyntheticConfig, tone: np.ndarray) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Features and images for images of the given tones, rendered in chunks (bounded memory)."""
+    features = _target_features(rng, cfg, tone)
+    images = [_render_target(rng, cfg, tone[i:i + RENDER_CHUNK], {k: v[i:i + RENDER_CHUNK] for k, v in features.items()})
+              for i in range(0, len(tone), RENDER_CHUNK)]
+    features["sex"] = rng.integers(0, 2, len(tone))
+    return features, (np.concatenate(images) if images else np.zeros((0, cfg.image_size, cfg.image_size, 3), np.uint8))
+
+
+def generate_target(cfg: SyntheticConfig) -> tuple[pd.DataFrame, np.ndarray, DatasetInfo]:
+    """The fairness benchmark: manifest rows, (N, S, S, 3) uint8 images and code mappings.
+
+    The base set, ``n_samples`` images (one to three per patient, ``minority_fraction`` of them in the
+    minority tone), is split 60/20/20 train/val/test by patient. Then ``val_samples`` and ``test_samples``
+    more images, one per new patient with ``eval_minority_fraction`` of them in the minority, join the
+    validation and test splits. The extra images come from their own random stream, so the base set
+    (the training split included) does not depend on how many there are.
+    """
+    rng = np.random.default_rng(cfg.seed)
+    k, n_base, n_extra = cfg.n_skin_tones, cfg.n_samples, cfg.val_samples + cfg.test_samples
+    tone = rng.choice(k, size=n_base, p=_tone_probabilities(k, cfg.minority_fraction))
+    features, images = _target_block(rng, cfg, tone)
+    # One to three lesions per patient in the base set, so its split has to be made by patient.
+    patient = np.repeat(np.arange(n_base), rng.integers(1, 4, n_base))[:n_base]
+    base = pd.DataFrame({"label": features["label"], "skin_tone": tone, "sex": features["sex"],
+                         "artefact": features["artefact"], "patient_id": [f"P{p:05d}" for p in patient]})
+    base["split"] = assign_splits(base, "patient_id", (0.6, 0.2, 0.2), seed=cfg.seed).to_numpy()
+    parts, blocks = [base], [images]
+    if n_extra:
+        extra_rng = np.random.default_rng([cfg.seed, 1])
+        eval_fraction = cfg.minority_fraction if cfg.eval_minority_fraction is None else cfg.eval_minority_fraction
+        tone = extra_rng.choice(k, size=n_extra, p=_tone_probabilities(k, eval_fraction))
+        features, images = _target_block(extra_rng, cfg, tone)
+        parts.append(pd.DataFrame({
+            "label": features["label"], "skin_tone": tone, "sex": features["sex"], "artefact": features["artefact"],
+            "patient_id": [f"P{n_base + i:05d}" for i in range(n_extra)],
+            "split": np.repeat(["val", "test"], [cfg.val_samples, cfg.test_samples])}))
+        blocks.append(images)
+    rows = pd.concat(parts, ignore_index=True)
+    n = len(rows)
     manifest = pd.DataFrame({
         "sample_id": np.arange(n, dtype=np.int64),
         "image": [f"synthetic://target/{i}" for i in range(n)],
-        "label": y,
-        "skin_tone": tone.astype(np.int64),
-        "sex": rng.integers(0, 2, n).astype(np.int64),
-        "artefact": artefact.astype(np.int64),
-        "patient_id": [f"P{p:05d}" for p in patient],
+        "label": rows["label"].to_numpy(np.int64),
+        "skin_tone": rows["skin_tone"].to_numpy(np.int64),
+        "sex": rows["sex"].to_numpy(np.int64),
+        "artefact": rows["artefact"].to_numpy(np.int64),
+        "patient_id": rows["patient_id"],
+        "split": rows["split"],
     })
-    manifest["split"] = assign_splits(manifest, "patient_id", (0.6, 0.2, 0.2), seed=cfg.seed).to_numpy()
     info = DatasetInfo(
         name="synthetic-derm",
         attributes={"skin_tone": tone_names(k), "sex": {0: "M", 1: "F"}, "artefact": {0: "no_marker", 1: "marker"}},
@@ -150,7 +198,7 @@ def generate_target(cfg: SyntheticConfig) -> tuple[pd.DataFrame, np.ndarray, Dat
         source="fairtune_ray.data.synthetic",
         extra={"config": cfg.model_dump(), "minority_group": tone_names(k)[k - 1]},
     )
-    return manifest, images, info
+    return manifest, np.concatenate(blocks), info
 
 
 def generate_source(cfg: SyntheticConfig) -> tuple[pd.DataFrame, np.ndarray, DatasetInfo]:
