@@ -13,6 +13,8 @@ os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
 TINY = {
     "data.synthetic.n_samples": 300,
+    "data.synthetic.val_samples": 0,   # the demo's enlarged evaluation splits cost time, not coverage, here
+    "data.synthetic.test_samples": 0,
     "data.synthetic.source_samples": 400,
     "backbone.pretrain_epochs": 1,
     "train.epochs": 2,

@@ -10,10 +10,12 @@ from mlflow.tracking import MlflowClient
 from local_cluster import REPO, LocalCluster, MlflowServer
 
 SMOKE = {
-    "data.synthetic.n_samples": 300, "data.synthetic.source_samples": 400, "backbone.pretrain_epochs": 1,
+    "data.synthetic.n_samples": 300, "data.synthetic.val_samples": 0, "data.synthetic.test_samples": 0,
+    "data.synthetic.source_samples": 400, "backbone.pretrain_epochs": 1,
     "train.epochs": 2, "train.threads": 1, "data.batch_size": 64,
     "search.num_samples": 3, "search.max_concurrent": 3, "search.n_initial_points": 2,
     "search.asha.grace_period": 2, "search.retrain_seeds": 1, "search.bootstrap": 10, "search.baselines": "[]",
+    "search.confirm.top_k": 0,
     # 1 CPU per trial on a 2 + 1 CPU cluster: three concurrent trials fill both nodes
     "trial.resources.cpu": 1,
 }

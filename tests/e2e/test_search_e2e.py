@@ -74,13 +74,16 @@ def test_search_end_to_end(tiny_overrides, ray_local, tmp_path):
     assert finished.data.metrics["full_fine-tuning/vs_selected/min_auc"] == pytest.approx(
         out.rows[1].vs_selected["min_auc"].diff)
     artifacts = {a.path for a in client.list_artifacts(out.parent_run_id)}
-    assert {"results.csv", "results.json", "config.yaml", "paired_differences.md", "model"} <= artifacts
+    assert {"results.csv", "results.json", "config.yaml", "paired_differences.md", "environment.json",
+            "confirmation.md", "baseline_lrs.md"} <= artifacts
     # the selected model is exported (first retrain seed) to the run folder and the parent run
     model = json.loads((out.run_dir / "model" / "model.json").read_text())
     assert model["role"] == "selected" and model["spec"]["mask"] == out.rows[0].mask and model["seed"] == cfg.train.seed
     assert model["row_test_metrics"]["min_auc"]["point"] == pytest.approx(out.rows[0].metric("min_auc"))
     assert (out.run_dir / "model" / "model.safetensors").is_file() and not (out.run_dir / "models").exists()
-    assert finished.data.tags["fairtune.model_uri"].startswith("models:/m-")
+    [logged] = client.search_logged_models([parent.info.experiment_id])
+    assert finished.data.tags["fairtune.model_uri"] == f"models:/{logged.model_id}"
+    assert logged.source_run_id == out.parent_run_id and logged.name == "model"
 
     # noise-aware selection: the top trials were confirmed with 2 seeds on train + validation only,
     # the selected one among them; the baselines ran to the last epoch; each baseline's lr came from its grid
