@@ -19,7 +19,7 @@ import safetensors
 import timm
 import torch
 from mlflow.artifacts import download_artifacts
-from mlflow.entities import LoggedModel, Metric
+from mlflow.entities import LoggedModel, LoggedModelOutput, Metric
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 from mlflow.models import ModelSignature
@@ -89,6 +89,7 @@ def log_model(client: MlflowClient, run_id: str, folder: Union[str, Path], artif
         client.log_model_artifacts(logged.model_id, str(local))
     _link_metrics(client, run_id, logged.model_id, meta)
     client.finalize_logged_model(logged.model_id, "READY")
+    client.log_outputs(run_id, [LoggedModelOutput(logged.model_id, 0)])  # the run's "Logged models" section
     return f"{MODELS_SCHEME}{logged.model_id}"
 
 

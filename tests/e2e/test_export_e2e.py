@@ -114,6 +114,7 @@ def test_pyfunc_model_and_models_uri_through_a_sqlite_registry(exported, tmp_pat
     [logged] = client.search_logged_models([client.get_run(run_id).info.experiment_id])
     assert f"models:/{logged.model_id}" == model_uri and logged.source_run_id == run_id and logged.status == "READY"
     assert logged.metrics and all(m.model_id == logged.model_id for m in logged.metrics)
+    assert [o.model_id for o in client.get_run(run_id).outputs.model_outputs] == [logged.model_id]
     client.set_tag(run_id, MODEL_URI_TAG, model_uri)
     version = register_model(uri, run_id, "fair-derm")
     assert (version.name, str(version.version)) == ("fair-derm", "1")
