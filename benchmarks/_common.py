@@ -26,6 +26,13 @@ os.environ.setdefault("RAY_DISABLE_DOCKER_CPU_WARNING", "1")
 os.environ.setdefault("PYTHONWARNINGS", "ignore")
 
 
+#: The data and training settings the speed benchmarks measure (the demo's defaults before it moved to
+#: FairTune's regime: 60/20/20 splits only, batch 128, flips, shuffled batches, lr 5e-4), so their figures
+#: stay comparable across runs of RESULTS.md.
+BENCH_SETTINGS = {"data.synthetic.val_samples": 0, "data.synthetic.test_samples": 0, "data.batch_size": 128,
+                  "data.augment": True, "data.group_balanced": False, "train.lr": 5e-4}
+
+
 @contextlib.contextmanager
 def quiet_stdout() -> Iterator[None]:
     """Send everything written to stdout (also by C code and child processes) to stderr."""

@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import emit, env_info, init_local_ray, quiet_stdout  # noqa: E402
+from _common import BENCH_SETTINGS, emit, env_info, init_local_ray, quiet_stdout  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 SPLITS = ("train", "val", "test")
@@ -120,7 +120,7 @@ def main() -> None:
         from fairtune_ray.data.synthetic import ensure_synthetic
 
         torch.set_num_threads(1)
-        cfg = load_config(None, overrides={"data.synthetic.n_samples": n_samples, "data.cache_dir": args.cache_dir})
+        cfg = load_config(None, overrides={**BENCH_SETTINGS, "data.synthetic.n_samples": n_samples, "data.cache_dir": args.cache_dir})
         attribute = cfg.data.sensitive_attribute
         base_path = ensure_synthetic(cfg.data.synthetic, cfg.data.cache_dir)
         base = load_packed_dataset(base_path)

@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import emit, env_info, quiet_stdout  # noqa: E402
+from _common import BENCH_SETTINGS, emit, env_info, quiet_stdout  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -122,7 +122,7 @@ def main() -> None:
         from fairtune_ray.training.spec import TrialSpec
 
         torch.set_num_threads(args.threads)
-        cfg = load_config(None, overrides={"data.synthetic.n_samples": n_samples, "data.cache_dir": args.cache_dir,
+        cfg = load_config(None, overrides={**BENCH_SETTINGS, "data.synthetic.n_samples": n_samples, "data.cache_dir": args.cache_dir,
                                            "train.epochs": epochs, "train.threads": args.threads})
         data = load_dataset(cfg.data)
         spec = TrialSpec(mask="full", lr=cfg.train.lr, seed=0)

@@ -38,7 +38,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import emit, env_info, init_local_ray, mean_sd, quiet_stdout  # noqa: E402
+from _common import BENCH_SETTINGS, emit, env_info, init_local_ray, mean_sd, quiet_stdout  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -90,6 +90,7 @@ def make_recorder():
 
 def base_overrides(args, seed: int, cache_dir: str, tmp: str) -> dict:
     o = {
+        **BENCH_SETTINGS,
         "data.synthetic.n_samples": args.n_samples,
         "data.cache_dir": cache_dir,
         "train.epochs": args.epochs,
