@@ -6,6 +6,7 @@ Nothing here downloads unless a user explicitly asks for ``pretrained: true`` on
 """
 from __future__ import annotations
 
+import io
 import logging
 import os
 import tempfile
@@ -223,8 +224,10 @@ def save_backbone(model: nn.Module, path: str | os.PathLike) -> Path:
     try:
         if p.suffix == ".safetensors":
             save_safetensors(sd, tmp)
-        else:
-            torch.save(sd, tmp)
+        else:  # through a buffer: torch.save names its archive after the file, and tmp's name is random
+            buf = io.BytesIO()
+            torch.save(sd, buf)
+            Path(tmp).write_bytes(buf.getvalue())
         os.replace(tmp, p)
     finally:
         if os.path.exists(tmp):

@@ -24,6 +24,11 @@ from fairtune_ray.models import backbone_data_config, create_backbone, save_back
 PRETRAIN_VERSION = 2
 
 
+#: torch threads of the pre-training: float sums depend on the thread count, so a fixed count gives
+#: every machine and every caller (the demo, a test, a benchmark with 1 thread) the same weights
+PRETRAIN_THREADS = 2
+
+
 def pretrain_key(cfg: ExperimentConfig) -> str:
     payload = {"micro": cfg.backbone.micro.model_dump(), "epochs": cfg.backbone.pretrain_epochs,
                "source": cfg.data.synthetic.model_dump(), "v": PRETRAIN_VERSION}
@@ -51,7 +56,12 @@ def ensure_pretrained(cfg: ExperimentConfig, log=print, force: bool = False) -> 
     if path.is_file() and not force:
         return path
     log(f"pre-training the micro backbone on the synthetic source task -> {path}")
-    model, stats = pretrain_micro(cfg)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(PRETRAIN_THREADS)  # the weights must not depend on the caller's thread count
+    try:
+        model, stats = pretrain_micro(cfg)
+    finally:
+        torch.set_num_threads(threads)
     save_backbone(model, path)  # atomic itself: concurrent readers never see half a file
     log(f"pre-trained in {stats['seconds']:.0f}s, source val accuracy {stats['val_acc']:.3f}")
     return path
