@@ -18,6 +18,7 @@ TINY = {
     "data.synthetic.source_samples": 400,
     "backbone.pretrain_epochs": 1,
     "train.epochs": 2,
+    "train.lr": 5e-4,   # the lr of the baseline points; tests recognise them by it
     "train.threads": 1,
     "data.batch_size": 64,
     "search.num_samples": 4,
