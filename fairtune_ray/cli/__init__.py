@@ -2,7 +2,9 @@
 
 Each command lives in its own module with a ``register(subparsers)``; they are listed once in
 ``COMMAND_MODULES``. Command modules import only argparse-level code at the top and load Ray,
-MLflow and torch inside the handler, so ``fairtune-ray --help`` stays fast.
+MLflow and torch inside the handler, so ``fairtune-ray --help`` stays fast. Bad input of any kind
+(an ``InputError``: config, mask, checkpoint, Fisher cache; a ``DataError``; a missing file) is
+reported here, in one place, as one ``error: ...`` line and exit code 2, without a traceback.
 """
 from __future__ import annotations
 
@@ -13,8 +15,7 @@ import sys
 import warnings
 from typing import Optional
 
-from fairtune_ray.config import ConfigError
-from fairtune_ray.data.manifest import DataError
+from fairtune_ray.common.errors import InputError
 from fairtune_ray.search.errors import SearchInterrupted
 
 COMMAND_MODULES = ("fairtune_ray.cli.train", "fairtune_ray.cli.search", "fairtune_ray.cli.data",
@@ -38,7 +39,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except (ConfigError, DataError, FileNotFoundError) as err:
+    except (InputError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except SearchInterrupted as err:  # state is saved; the message says how to resume

@@ -13,11 +13,7 @@ from fairtune_ray.config import ConfigError, load_config
 def cmd_search(args) -> int:
     from fairtune_ray.study import run_search  # lazy: Ray, MLflow and torch
 
-    cfg = load_args_config(args)
-    if args.storage:
-        cfg.search.storage = args.storage
-    if args.num_samples:
-        cfg.search.num_samples = args.num_samples
+    cfg = load_args_config(args, {"search.storage": args.storage or None, "search.num_samples": args.num_samples})
     _check_register(cfg, args.register_model)
     out = run_search(cfg, tracking_uri=args.tracking_uri, resume=args.resume, name=args.name, address=args.address,
                      num_gpus=args.num_gpus)

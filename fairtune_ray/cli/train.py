@@ -17,15 +17,13 @@ def cmd_finetune(args) -> int:
     # lazy: torch, timm and Accelerate, only for this command
     from fairtune_ray.data.loading import load_dataset
     from fairtune_ray.reporting.tables import group_table
-    from fairtune_ray.search.preflight import check_mask_space
+    from fairtune_ray.search.preflight import check_mask
     from fairtune_ray.training.loop import fine_tune
     from fairtune_ray.training.pretrain import resolve_checkpoint
     from fairtune_ray.training.spec import TrialSpec
 
     cfg = load_args_config(args)
-    mask = args.mask
-    if ":" in mask:
-        check_mask_space(cfg.model_copy(update={"mask": cfg.mask.model_copy(update={"space": mask.split(":")[0]})}))
+    mask = str(check_mask(cfg, args.mask, "--mask"))  # before the data are loaded and the backbone pre-trained
     data = load_dataset(cfg.data)
     checkpoint = resolve_checkpoint(cfg)
     spec = TrialSpec(mask=mask, lr=args.lr or cfg.train.lr, seed=cfg.train.seed if args.seed is None else args.seed,

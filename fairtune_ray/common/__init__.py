@@ -1,1 +1,2 @@
-"""Helpers every layer may use: atomic file writes and plain-text tables (no project imports)."""
+"""Helpers every layer may use: atomic file writes, plain-text tables and the bad-input error base
+(no project imports)."""

@@ -3,8 +3,10 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict
 
+from fairtune_ray.common.errors import InputError
 
-class ConfigError(ValueError):
+
+class ConfigError(InputError):
     """A configuration problem; the message names the file and key path."""
 
 

@@ -16,15 +16,18 @@ from fairtune_ray.config.experiment import ExperimentConfig
 
 
 def _format_errors(err: ValidationError, source: str) -> str:
-    lines = [f"invalid configuration in {source}:"]
+    """One line for one bad key (the CLI prints it as one ``error:`` line); else one indented line per key."""
+    lines = []
     for e in err.errors():
         path = ".".join(str(p) for p in e["loc"]) or "<root>"
         msg = e["msg"]
         if e["type"] == "extra_forbidden":
             msg = "unknown key"
         shown = e["type"] != "extra_forbidden" and not isinstance(e.get("input"), dict)
-        lines.append(f"  {path}: {msg}" + (f" (got {e['input']!r})" if shown else ""))
-    return "\n".join(lines)
+        lines.append(f"{path}: {msg}" + (f" (got {e['input']!r})" if shown else ""))
+    if len(lines) == 1:
+        return f"invalid configuration in {source}: {lines[0]}"
+    return "\n  ".join([f"invalid configuration in {source}:", *lines])
 
 
 def _set_path(d: dict, dotted: str, value: Any) -> None:

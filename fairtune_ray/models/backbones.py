@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import logging
 import os
+import pickle
 import tempfile
 from pathlib import Path
 from typing import Any, Mapping
@@ -19,17 +20,17 @@ from safetensors.torch import load_file as load_safetensors  # a dependency of t
 from safetensors.torch import save_file as save_safetensors
 from torch import nn
 
-from fairtune_ray.config import BackboneConfig
-from fairtune_ray.models.shipping import CheckpointLike, checkpoint_path
+from fairtune_ray.config import BackboneConfig, ConfigError
+from fairtune_ray.models.shipping import (
+    CheckpointError,
+    CheckpointLike,
+    checkpoint_path,
+)
 
 log = logging.getLogger(__name__)
 
 MICRO_BASE = "vit_tiny_patch16_224"
 """timm architecture the ``micro`` preset is built from (resized by keyword arguments)."""
-
-
-class CheckpointError(ValueError):
-    """A local checkpoint does not fit the backbone; the message names the file and keys."""
 
 
 # --------------------------------------------------------------------------- model kinds
@@ -60,8 +61,8 @@ def create_backbone(cfg: BackboneConfig, num_classes: int = 1, checkpoint: Check
     ckpt = checkpoint_path(checkpoint if checkpoint is not None else cfg.checkpoint)
     if cfg.name == "micro":
         if cfg.pretrained and ckpt is None:
-            raise ValueError(
-                "backbone 'micro' has no hub weights: pre-train it on the synthetic source task "
+            raise ConfigError(
+                "backbone.pretrained: backbone 'micro' has no hub weights: pre-train it on the synthetic source task "
                 "and pass the resulting checkpoint (backbone.checkpoint), or set pretrained: false"
             )
         m = cfg.micro
@@ -92,7 +93,7 @@ def create_backbone(cfg: BackboneConfig, num_classes: int = 1, checkpoint: Check
 def _create_named(name: str, pretrained: bool, num_classes: int, image_size: int | None) -> nn.Module:
     """timm model by name; ``img_size`` only where the architecture takes it (ViTs, not CNNs)."""
     if not timm.is_model(name):
-        raise ValueError(f"unknown timm model {name!r} (see timm.list_models())")
+        raise ConfigError(f"backbone.name: unknown timm model {name!r} (see timm.list_models())")
     if image_size:
         try:
             model = timm.create_model(name, pretrained=pretrained, num_classes=num_classes, img_size=image_size)
@@ -136,13 +137,17 @@ def backbone_data_config(model: nn.Module) -> dict[str, Any]:
 # --------------------------------------------------------------------------- checkpoints
 def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     """Load tensors without executing pickled code (safetensors or weights_only torch.load)."""
-    if path.suffix == ".safetensors":
-        sd: Any = load_safetensors(str(path), device="cpu")
-    else:
-        try:
+    try:
+        if path.suffix == ".safetensors":
+            sd: Any = load_safetensors(str(path), device="cpu")
+        else:
             sd = torch.load(str(path), map_location="cpu", weights_only=True)
-        except Exception as e:
-            raise CheckpointError(f"{path}: not a loadable weights file ({type(e).__name__}: {e})") from e
+    except pickle.UnpicklingError as e:  # torch's own text advises weights_only=False: not for a user's file
+        raise CheckpointError(f"{path}: not a loadable weights file: not a torch.save file of tensors only "
+                              "(fairtune-ray never unpickles other objects)") from e
+    except Exception as e:
+        why = ": ".join([type(e).__name__, *(str(e).strip().splitlines() or [])[:1]])  # torch's texts run on
+        raise CheckpointError(f"{path}: not a loadable weights file ({why})") from e
     if isinstance(sd, Mapping):
         for key in ("state_dict", "model"):
             inner = sd.get(key)

@@ -66,10 +66,11 @@ class Mask:
             raise MaskSpaceError(f"mask {t!r}: space {space!r} needs bits, e.g. '{space}:0101...'")
         if model is not None and space_spec(space) is not None:
             n = get_space(space, model).n_bits  # also raises if the space does not fit
-            if searched and (len(bits) != n or set(bits) - {"0", "1"}):
+            bad = "".join(sorted(set(bits) - {"0", "1"}))
+            if searched and (len(bits) != n or bad):
                 raise MaskSpaceError(
                     f"mask {t!r}: space {space!r} on {type(model).__name__} expects {n} bits of '0'/'1', "
-                    f"got {len(bits)} characters"
+                    f"got {len(bits)} characters" + (f" including {bad!r}" if bad else "")
                 )
         return cls(space, bits)
 

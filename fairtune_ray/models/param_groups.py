@@ -14,6 +14,7 @@ from timm.models import group_parameters
 from timm.models._manipulate import MATCH_PREV_GROUP  # (99999,); timm.models does not re-export it
 from torch import nn
 
+from fairtune_ray.common.errors import InputError
 from fairtune_ray.models.backbones import is_vit
 
 Groups = list[tuple[str, list[str]]]
@@ -30,7 +31,7 @@ _NORM_CLASS = re.compile(r"Norm(?:Act)?\d*d?$")
 _TORCH_NORMS = (nn.LayerNorm, nn.GroupNorm, nn.modules.batchnorm._BatchNorm, nn.modules.instancenorm._InstanceNorm)
 
 
-class MaskSpaceError(ValueError):
+class MaskSpaceError(InputError):
     """A mask or space that does not fit the backbone (wrong space, length or characters)."""
 
 

@@ -3,6 +3,9 @@
 The demo then fine-tunes a *pre-trained* model, as the real workflow does with timm's weights.
 The cache key is a hash of everything that decides the weights (backbone preset, source data
 config, epochs, code version), so a changed config pre-trains again and an unchanged one reuses.
+The SHA-256 of the weights is recorded beside them (``<file>.sha256``) and checked before each reuse:
+the cache folder is only a folder, and a file altered since it was written (a torn copy, a bit flip,
+another user's file) would silently change every result, so such a file is pre-trained again.
 """
 from __future__ import annotations
 
@@ -16,10 +19,12 @@ import torch.nn as nn
 from accelerate import Accelerator
 from accelerate.utils import set_seed
 
+from fairtune_ray.common.files import atomic_write_text
 from fairtune_ray.config import ExperimentConfig
 from fairtune_ray.data.loading import BatchTransform, make_loader, split_tensors
 from fairtune_ray.data.synthetic import load_synthetic
 from fairtune_ray.models import backbone_data_config, create_backbone, save_backbone
+from fairtune_ray.models.shipping import file_sha256
 
 PRETRAIN_VERSION = 2
 
@@ -51,10 +56,36 @@ def resolve_checkpoint(cfg: ExperimentConfig, log=print) -> str | None:
     return None
 
 
+def digest_path(path: Path) -> Path:
+    """Where the SHA-256 of a cached backbone is recorded: ``micro-<key>.pt.sha256`` beside it."""
+    return path.with_name(path.name + ".sha256")
+
+
+def record_digest(path: Path) -> str:
+    digest = file_sha256(path)
+    atomic_write_text(digest_path(path), digest + "\n")
+    return digest
+
+
+def digest_problem(path: Path) -> str:
+    """Why the cached file at ``path`` cannot be trusted; '' when its SHA-256 is the recorded one."""
+    record = digest_path(path)
+    if not record.is_file():
+        return f"no SHA-256 was recorded with it ({record.name} is missing)"
+    expected, actual = record.read_text().strip(), file_sha256(path)
+    if actual != expected:
+        return f"its SHA-256 {actual[:12]}... is not the one recorded when it was written ({expected[:12]}...)"
+    return ""
+
+
 def ensure_pretrained(cfg: ExperimentConfig, log=print, force: bool = False) -> Path:
+    """The cached pre-trained micro backbone, pre-trained now when missing, forced or altered since written."""
     path = pretrained_path(cfg)
     if path.is_file() and not force:
-        return path
+        problem = digest_problem(path)
+        if not problem:
+            return path
+        log(f"cached backbone {path}: {problem}; pre-training it again")
     log(f"pre-training the micro backbone on the synthetic source task -> {path}")
     threads = torch.get_num_threads()
     torch.set_num_threads(PRETRAIN_THREADS)  # the weights must not depend on the caller's thread count
@@ -63,6 +94,7 @@ def ensure_pretrained(cfg: ExperimentConfig, log=print, force: bool = False) -> 
     finally:
         torch.set_num_threads(threads)
     save_backbone(model, path)  # atomic itself: concurrent readers never see half a file
+    record_digest(path)
     log(f"pre-trained in {stats['seconds']:.0f}s, source val accuracy {stats['val_acc']:.3f}")
     return path
 

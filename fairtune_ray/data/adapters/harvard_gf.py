@@ -14,7 +14,9 @@ Each npz holds ``rnflt`` (200x200 RNFL thickness map, micrometres), ``oct_bscans
 ``race`` (0 Asian, 1 Black, 2 White, or the same as text), ``md``, ``tds``, ... The image is
 ``rnflt`` (``--option field=...`` picks another 2-D field), mapped linearly from
 ``--option range=0,350`` micrometres to 0-255. A ``pid`` field, when present, is the patient id
-(else the file name). Split: the folders (``--option official_split=false``: random).
+(else the file name). Split: the folders (``--option official_split=false``: random). Fields
+stored as pickled Python objects (text in some releases) are read only with
+``--option allow_pickle=true``: unpickling a downloaded file can run code from it.
 """
 from __future__ import annotations
 
@@ -48,14 +50,20 @@ def _scalar(data, name: str):
     return v.item() if v.size == 1 else v.tolist()
 
 
-def read_npz_metadata(path: Path, fields: list[str]) -> dict:
-    """The scalar fields of one sample (only those members are decompressed)."""
+def read_npz_metadata(path: Path, fields: list[str], allow_pickle: bool = False) -> dict:
+    """The scalar fields of one sample (only those members are decompressed).
+
+    Object arrays (text stored as pickled objects) need ``allow_pickle``, and only the user may grant
+    it: unpickling runs code from the file, which comes from a download.
+    """
     try:
-        with np.load(path, allow_pickle=False) as data:
+        with np.load(path, allow_pickle=allow_pickle) as data:
             return {f: (_scalar(data, f) if f in data.files else None) for f in fields} | {"_files": data.files}
-    except ValueError:  # object arrays (text stored as pickled objects)
-        with np.load(path, allow_pickle=True) as data:
-            return {f: (_scalar(data, f) if f in data.files else None) for f in fields} | {"_files": data.files}
+    except ValueError as err:
+        if allow_pickle or "allow_pickle" not in str(err):
+            raise
+        raise DataError(f"Harvard-GF3300: '{path}' stores fields as pickled Python objects, and unpickling can run "
+                        "code from the file; if you trust it, pass --option allow_pickle=true") from None
 
 
 def _coded(df: pd.DataFrame, column: str, mapping: dict, dataset: str, missing_ok: bool = True) -> pd.Series:
@@ -83,6 +91,8 @@ class HarvardGFAdapter(Adapter):
         "field": Option("rnflt", "npz field used as the image"),
         "range": Option((0.0, 350.0), "value range LO,HI of the image field mapped to 0-255", _range),
         "official_split": Option(True, "use the dataset's split folders (else random patient split)", parse_bool),
+        "allow_pickle": Option(False, "read fields stored as pickled Python objects (runs code from the files: "
+                                      "only for files you trust)", parse_bool),
     }
 
     def load(self, ctx: AdapterContext) -> AdapterResult:
@@ -105,7 +115,7 @@ class HarvardGFAdapter(Adapter):
                             "(expected train/, val/ and test/ folders of data_XXXX.npz files)")
         rows = []
         for path, split in files:
-            meta = read_npz_metadata(path, ["glaucoma", "race", "male", "gender", "age", "pid"])
+            meta = read_npz_metadata(path, ["glaucoma", "race", "male", "gender", "age", "pid"], opts["allow_pickle"])
             missing = [f for f in ("glaucoma", "race", "age", opts["field"]) if f not in meta["_files"]]
             if meta["male"] is None and meta["gender"] is None:
                 missing.append("male")

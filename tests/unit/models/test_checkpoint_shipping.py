@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import hashlib
+from pathlib import Path
 
 import pytest
 import ray
@@ -11,6 +12,7 @@ from fairtune_ray.config import BackboneConfig
 from fairtune_ray.models import create_backbone, save_backbone
 from fairtune_ray.models.shipping import (
     CACHE_DIR_ENV,
+    CheckpointError,
     ShippedCheckpoint,
     checkpoint_path,
     checkpoint_sha256,
@@ -72,3 +74,32 @@ def test_worker_loads_weights_after_the_driver_file_is_gone(tmp_path, local_ray)
     state2, path2 = ray.get(load_on_worker.remote(shipped))
     assert (_weights_digest(state2), path2) == (digest, path)
     assert len(list(node_cache.rglob("*.pt"))) == 1
+
+
+def _corrupt(path: str) -> None:
+    data = bytearray(Path(path).read_bytes())
+    data[len(data) // 2] ^= 0xFF  # one flipped byte: same size, same name, other weights
+    Path(path).write_bytes(bytes(data))
+
+
+def test_altered_node_cache_file_is_fetched_again(tmp_path, local_ray):
+    """The node cache is trusted by its SHA-256, not by its path: an altered file is replaced, not loaded."""
+    torch.manual_seed(0)
+    original = create_backbone(BackboneConfig(**MICRO), num_classes=4)
+    shipped = ship_checkpoint(str(save_backbone(original, tmp_path / "driver" / "micro.pt")))
+    node_cache = tmp_path / "node-cache"
+    path = shipped.local_path(node_cache)
+    _corrupt(path)
+    assert file_sha256(path) != shipped.sha256
+    again = shipped.local_path(node_cache)
+    assert again == path and file_sha256(again) == shipped.sha256
+    model = create_backbone(BackboneConfig(**MICRO), num_classes=1, checkpoint=again)
+    assert _weights_digest(model.state_dict()) == _weights_digest(original.state_dict())
+
+
+def test_shipped_bytes_with_another_digest_are_refused(tmp_path, local_ray):
+    ckpt = save_backbone(create_backbone(BackboneConfig(**MICRO), num_classes=1), tmp_path / "micro.pt")
+    wrong = ShippedCheckpoint(origin=str(ckpt), sha256="0" * 64, ref=ray.put(ckpt.read_bytes()))
+    with pytest.raises(CheckpointError, match=r"micro\.pt.*SHA-256"):
+        wrong.local_path(tmp_path / "node-cache")
+    assert not list((tmp_path / "node-cache").rglob("*.pt"))
