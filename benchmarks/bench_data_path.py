@@ -44,7 +44,7 @@ def timed(fn, repeats: int) -> float:
 
 def ready_from_packed(path: str, attribute: str):
     from fairtune_ray.data.loading import split_tensors
-    from fairtune_ray.data.manifest import load_packed_dataset
+    from fairtune_ray.data.packed import load_packed_dataset
 
     data = load_packed_dataset(path)
     return {s: split_tensors(data, s, attribute) for s in SPLITS}
@@ -69,12 +69,13 @@ def ready_from_files(paths: list[str], manifest, attribute: str):
     from PIL import Image
 
     from fairtune_ray.data.loading import SplitTensors
+    from fairtune_ray.data.pixels import ImageRows
 
     out = {}
     for s in SPLITS:
         rows = np.flatnonzero((manifest["split"] == s).to_numpy())
         imgs = np.stack([np.asarray(Image.open(paths[i]).convert("RGB")) for i in rows])
-        out[s] = SplitTensors(torch.from_numpy(imgs).permute(0, 3, 1, 2),
+        out[s] = SplitTensors(ImageRows(imgs),
                               torch.tensor(manifest["label"].to_numpy()[rows], dtype=torch.long),
                               torch.tensor(manifest[attribute].to_numpy()[rows], dtype=torch.long))
     return out
@@ -82,12 +83,14 @@ def ready_from_files(paths: list[str], manifest, attribute: str):
 
 def upsampled(data, size: int, folder: str):
     """The same dataset with images resized to ``size`` px, written as packed shards."""
+    import numpy as np
     import torch
     import torch.nn.functional as F
 
-    from fairtune_ray.data.manifest import DatasetInfo, PackedDataset, write_packed_dataset
+    from fairtune_ray.data.manifest import DatasetInfo, write_packed_dataset
+    from fairtune_ray.data.packed import PackedDataset
 
-    x = torch.from_numpy(data.images).permute(0, 3, 1, 2).float()
+    x = torch.from_numpy(np.asarray(data.images)).permute(0, 3, 1, 2).float()
     chunks = [F.interpolate(x[i:i + 256], size=(size, size), mode="bilinear", align_corners=False)
               for i in range(0, len(x), 256)]
     imgs = torch.cat(chunks).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).contiguous().numpy()
@@ -116,7 +119,7 @@ def main() -> None:
 
         from fairtune_ray.config import load_config
         from fairtune_ray.data.loading import split_tensors
-        from fairtune_ray.data.manifest import load_packed_dataset
+        from fairtune_ray.data.packed import load_packed_dataset
         from fairtune_ray.data.synthetic import ensure_synthetic
 
         torch.set_num_threads(1)

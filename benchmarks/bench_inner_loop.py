@@ -34,8 +34,8 @@ REPO = Path(__file__).resolve().parent.parent
 def bare_loop(cfg, spec, data, epochs: int, project_loader: bool = False) -> tuple[float, int]:
     """A plain PyTorch training loop over the same model/data/transform; returns (seconds, samples).
 
-    ``project_loader``: take the batches from the project's ``make_loader`` (a DataLoader over a
-    per-sample Dataset) instead of slicing the tensors, to show what that part costs."""
+    ``project_loader``: take the batches from the project's ``make_loader`` (a DataLoader whose
+    dataset gathers whole uint8 batches) instead of slicing one tensor, to show what that part costs."""
     import torch
     import torch.nn as nn
 
@@ -52,6 +52,7 @@ def bare_loop(cfg, spec, data, epochs: int, project_loader: bool = False) -> tup
                              {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0}], lr=spec.lr)
     loss_fn = nn.BCEWithLogitsLoss()
     n, bs = len(train), cfg.data.batch_size
+    all_images = train.image_tensor()  # the bare loop's ideal: one uint8 tensor, sliced per batch
     model.train()
     t0 = time.perf_counter()
     loader = make_loader(train, bs, train=True, seed=spec.seed) if project_loader else None
@@ -64,7 +65,7 @@ def bare_loop(cfg, spec, data, epochs: int, project_loader: bool = False) -> tup
         perm = torch.randperm(n)
         for i in range(0, n, bs):
             idx = perm[i:i + bs]
-            yield train.images[idx], train.labels[idx]
+            yield all_images[idx], train.labels[idx]
 
     for _ in range(epochs):
         for images, labels in batches():

@@ -1,7 +1,7 @@
 """The ``data`` section: which dataset, which attribute defines the groups, how batches are drawn."""
 from __future__ import annotations
 
-from typing import Optional
+from typing import Literal, Optional
 
 from pydantic import Field, model_validator
 
@@ -78,6 +78,19 @@ class DataConfig(StrictSection):
         "Training batch size, in images per step of each process (each worker of a multi-worker trial "
         "draws batches of this size). The default suits the embedded demo's 300 training images (enough "
         "optimiser steps to fit them in a few epochs); the shipped experiments set 64."))
+    storage: Literal["auto", "memory", "mapped"] = Field("auto", description=(
+        "Where trials read the images from. 'memory': the driver reads every shard into one array, put once "
+        "in the Ray object store, which the trials of a node share (fastest; for data that fit). 'mapped': "
+        "each node streams the packed shards (local or s3://) once into an uncompressed file under "
+        "`local_dir` and every process of the node memory-maps it; the driver reads no pixel and memory stays "
+        "bounded for datasets larger than a node's memory (CheXpert, MIMIC-CXR). 'auto': 'memory' up to "
+        "`memory_limit_mb` of pixels, 'mapped' above."))
+    memory_limit_mb: int = Field(2048, ge=0, description=(
+        "With `storage: auto`, the largest dataset (uncompressed pixels, from dataset.json and the manifest) "
+        "held in memory."))
+    local_dir: Optional[str] = Field(None, description=(
+        "Node-local folder for the uncompressed copies that `storage: mapped` maps (needs the dataset's "
+        "uncompressed size free on every node); null = the system temp folder."))
     eval_batch_size: int = Field(512, ge=1, description=(
         "Batch size for scoring the validation and test splits; no gradients are kept, so it can be larger."))
     group_balanced: Optional[bool] = Field(None, description=(

@@ -10,7 +10,7 @@ import json
 
 import numpy as np
 
-from fairtune_ray.data.manifest import PackedDataset
+from fairtune_ray.data.packed import PackedDataset
 
 _PIXEL_SAMPLE = 256  # images whose pixels enter the fingerprint (all of them would cost minutes on CheXpert)
 

@@ -1,8 +1,9 @@
-"""From a prepared dataset to batches: in-memory uint8 tensors, normalised on the fly per batch.
+"""From a prepared dataset to batches: uint8 slices of the image store, normalised on the device.
 
-Packed shards hold uint8 pixels, so a trial's data is ready after one Parquet read (or one fetch
-from the Ray object store); conversion to float, resizing to the model input and augmentation
-happen per batch, on the training device.
+Packed shards hold uint8 pixels, so a trial's data are ready after one Parquet read (one fetch from
+the Ray object store, or a memory map of the node's local copy); a batch is one gather of uint8
+rows, and conversion to float, resizing to the model input and augmentation happen per batch, on
+the training device.
 """
 from __future__ import annotations
 
@@ -14,18 +15,30 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
 
 from fairtune_ray.config import DataConfig
-from fairtune_ray.data.manifest import DataError, PackedDataset, load_packed_dataset
+from fairtune_ray.data.manifest import DataError, load_manifest, pixel_bytes
+from fairtune_ray.data.packed import PackedDataset, load_packed_dataset
+from fairtune_ray.data.pixels import ImageRows
 from fairtune_ray.data.synthetic import load_synthetic
 
 
 def load_dataset(cfg: DataConfig) -> PackedDataset:
-    """The configured dataset: the embedded synthetic default or a prepared folder/URI."""
+    """The configured dataset: the embedded synthetic default or a prepared folder/URI, held in memory
+    or memory-mapped as ``data.storage`` says (``storage_for``)."""
     if cfg.source == "synthetic":
         data = load_synthetic(cfg.synthetic, cfg.cache_dir)
     else:
-        data = load_packed_dataset(cfg.source)
+        manifest, info = load_manifest(cfg.source)
+        data = load_packed_dataset(cfg.source, storage=storage_for(cfg, pixel_bytes(manifest, info)),
+                                   local_root=cfg.local_dir)
     check_attribute(data, cfg.sensitive_attribute, where=cfg.source)
     return data
+
+
+def storage_for(cfg: DataConfig, nbytes: int) -> str:
+    """``data.storage``, with 'auto' resolved by the dataset's uncompressed size."""
+    if cfg.storage != "auto":
+        return cfg.storage
+    return "memory" if nbytes <= cfg.memory_limit_mb * 2**20 else "mapped"
 
 
 def check_attribute(data: PackedDataset, attribute: str, where: str = "dataset") -> None:
@@ -39,24 +52,37 @@ def check_attribute(data: PackedDataset, attribute: str, where: str = "dataset")
 
 @dataclass
 class SplitTensors:
-    """One split as tensors: images (N, C, H, W) uint8, labels (N,), groups (N,)."""
+    """One split: its images (uint8 (N, H, W, C) rows of the dataset's store, not copied), labels, groups."""
 
-    images: torch.Tensor
+    images: ImageRows
     labels: torch.Tensor
     groups: torch.Tensor
 
     def __len__(self) -> int:
         return len(self.labels)
 
+    def image_tensor(self, index=slice(None)) -> torch.Tensor:
+        """The images at ``index`` as a uint8 (n, C, H, W) tensor (gathered now, a view of that copy)."""
+        return channels_first(self.images[index])
+
+
+def channels_first(images: np.ndarray) -> torch.Tensor:
+    """(n, H, W, C) uint8 -> a contiguous (n, C, H, W) tensor (a uint8 copy: cheap next to the model)."""
+    return torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).contiguous()
+
 
 def split_tensors(data: PackedDataset, split: str, attribute: str) -> SplitTensors:
     part = data.split(split)
-    images = torch.from_numpy(np.ascontiguousarray(part.images)).permute(0, 3, 1, 2)
-    return SplitTensors(images, torch.tensor(part.manifest["label"].to_numpy(), dtype=torch.long),
+    return SplitTensors(part.images, torch.tensor(part.manifest["label"].to_numpy(), dtype=torch.long),
                         torch.tensor(part.manifest[attribute].to_numpy(), dtype=torch.long))
 
 
-class _IndexDataset(Dataset):
+class BatchGather(Dataset):
+    """A split as a map-style dataset that serves whole batches: the DataLoader hands ``__getitems__``
+    a batch's indices and gets back slices of uint8 images, labels and groups, gathered in one
+    indexing operation each (no per-sample tensors, no collate). Samplers, sharding across workers
+    (Accelerate) and pinning work as for any DataLoader."""
+
     def __init__(self, split: SplitTensors):
         self.split = split
 
@@ -64,7 +90,17 @@ class _IndexDataset(Dataset):
         return len(self.split)
 
     def __getitem__(self, i: int):
-        return self.split.images[i], self.split.labels[i], self.split.groups[i]
+        return self.__getitems__([i])
+
+    def __getitems__(self, indices: list[int]):
+        idx = np.asarray(indices, dtype=np.int64)
+        t = torch.from_numpy(idx)
+        return self.split.image_tensor(idx), self.split.labels[t], self.split.groups[t]
+
+
+def whole_batch(batch):
+    """The collate of ``BatchGather``: the batch is already assembled."""
+    return batch
 
 
 def group_balanced_weights(labels: torch.Tensor, groups: torch.Tensor) -> torch.Tensor:
@@ -76,12 +112,14 @@ def group_balanced_weights(labels: torch.Tensor, groups: torch.Tensor) -> torch.
 
 def make_loader(split: SplitTensors, batch_size: int, train: bool, group_balanced: bool = False,
                 seed: int = 0) -> DataLoader:
+    """Batches of uint8 images (pinned when a GPU will take them), shuffled or group-balanced for training."""
     gen = torch.Generator().manual_seed(seed)
     sampler = None
     if train and group_balanced:
         sampler = WeightedRandomSampler(group_balanced_weights(split.labels, split.groups), len(split), generator=gen)
-    return DataLoader(_IndexDataset(split), batch_size=batch_size, shuffle=train and sampler is None,
-                      sampler=sampler, generator=gen if train else None, drop_last=False, num_workers=0)
+    return DataLoader(BatchGather(split), batch_size=batch_size, shuffle=train and sampler is None,
+                      sampler=sampler, generator=gen if train else None, drop_last=False, num_workers=0,
+                      collate_fn=whole_batch, pin_memory=torch.cuda.is_available())
 
 
 class BatchTransform:

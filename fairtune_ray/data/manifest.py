@@ -17,7 +17,7 @@ import os
 import uuid
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
-from typing import Iterable, Iterator, Optional, Sequence
+from typing import Iterable, Iterator, Optional
 
 import numpy as np
 import pandas as pd
@@ -25,6 +25,7 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from fairtune_ray.common.errors import InputError
 from fairtune_ray.common.files import atomic_path
 
 SPLITS = ("train", "val", "test")
@@ -35,7 +36,7 @@ SUMMARY_FILE = "summary.json"
 SHARD_DIR = "shards"
 
 
-class DataError(ValueError):
+class DataError(InputError):
     """Bad dataset input; the message names the file, column or value at fault."""
 
 
@@ -70,29 +71,6 @@ def filesystem_and_path(uri: str) -> tuple[pafs.FileSystem, str]:
     if "://" in uri:
         return pafs.FileSystem.from_uri(uri)
     return pafs.LocalFileSystem(), os.path.abspath(uri)
-
-
-def assign_splits(
-    df: pd.DataFrame,
-    unit_column: str = "patient_id",
-    fractions: Sequence[float] = (0.8, 0.1, 0.1),
-    seed: int = 0,
-) -> pd.Series:
-    """Seeded split by patient (or lesion): every row of one unit lands in the same split."""
-    if abs(sum(fractions) - 1.0) > 1e-6 or len(fractions) != 3:
-        raise DataError(f"split fractions must be three numbers summing to 1, got {list(fractions)}")
-    if unit_column not in df.columns:
-        raise DataError(f"column '{unit_column}' is needed for the patient-level split")
-    units = np.asarray(sorted(df[unit_column].astype(str).unique()))
-    rng = np.random.default_rng(seed)
-    rng.shuffle(units)
-    n = len(units)
-    n_train = int(round(fractions[0] * n))
-    n_val = int(round(fractions[1] * n))
-    mapping = {}
-    for i, u in enumerate(units):
-        mapping[u] = "train" if i < n_train else ("val" if i < n_train + n_val else "test")
-    return df[unit_column].astype(str).map(mapping).rename("split")
 
 
 def validate_manifest(manifest: pd.DataFrame, info: DatasetInfo, where: str = MANIFEST_FILE) -> None:
@@ -248,59 +226,39 @@ def _write_metadata(fs: pafs.FileSystem, folder: str, manifest: pd.DataFrame, in
         f.write(json.dumps(summarise(manifest, info.attributes), indent=2).encode())
 
 
-@dataclass
-class PackedDataset:
-    """A prepared dataset held in memory: manifest rows aligned with an (N, H, W, C) uint8 array."""
+REPREPARE = "re-run `fairtune-ray data prepare` to rebuild the dataset"
 
-    manifest: pd.DataFrame
-    images: np.ndarray
-    info: DatasetInfo
 
-    def split(self, name: str) -> "PackedDataset":
-        mask = (self.manifest["split"] == name).to_numpy()
-        return PackedDataset(self.manifest[mask].reset_index(drop=True), self.images[mask], self.info)
+def _read_info(fs: pafs.FileSystem, path: str, uri: str) -> DatasetInfo:
+    try:
+        with fs.open_input_file(f"{path}/{INFO_FILE}") as f:
+            return DatasetInfo.from_json(f.read().decode())
+    except (ValueError, TypeError, KeyError, UnicodeDecodeError) as err:
+        raise DataError(f"{uri}/{INFO_FILE} is damaged and cannot be read ({type(err).__name__}: {err}); "
+                        f"{REPREPARE}") from None
 
-    def only(self, splits: Iterable[str]) -> "PackedDataset":
-        """The rows of ``splits`` only: what a decision taken before the final test may see."""
-        mask = self.manifest["split"].isin(list(splits)).to_numpy()
-        return PackedDataset(self.manifest[mask].reset_index(drop=True), self.images[mask], self.info)
+
+def read_table(fs: pafs.FileSystem, file: str, what: str, columns: Optional[list[str]] = None) -> pa.Table:
+    """A Parquet file of the dataset, or a DataError naming it when it is truncated or corrupted."""
+    try:
+        return pq.read_table(file, filesystem=fs, columns=columns)
+    except (pa.ArrowInvalid, pa.ArrowIOError, OSError) as err:
+        raise DataError(f"{what} '{file}' is damaged or truncated and cannot be read ({err}); {REPREPARE}") from None
 
 
 def load_manifest(uri: str) -> tuple[pd.DataFrame, DatasetInfo]:
+    """The manifest and dataset.json of a prepared dataset (no pixels); a damaged file is a DataError."""
     fs, path = filesystem_and_path(uri)
     for name in (MANIFEST_FILE, INFO_FILE):
         if fs.get_file_info(f"{path}/{name}").type == pafs.FileType.NotFound:
             raise DataError(f"'{uri}' is not a prepared dataset: '{name}' is missing "
                             "(run `fairtune-ray data prepare` first)")
-    with fs.open_input_file(f"{path}/{INFO_FILE}") as f:
-        info = DatasetInfo.from_json(f.read().decode())
-    manifest = pq.read_table(f"{path}/{MANIFEST_FILE}", filesystem=fs).to_pandas()
+    info = _read_info(fs, path, uri)
+    manifest = read_table(fs, f"{path}/{MANIFEST_FILE}", "the manifest").to_pandas()
+    validate_manifest(manifest, info, where=f"{uri}/{MANIFEST_FILE}")
     return manifest, info
 
 
-def load_packed_dataset(uri: str) -> PackedDataset:
-    """Read manifest and shards (local or remote) into memory, images in manifest order."""
-    manifest, info = load_manifest(uri)
-    fs, path = filesystem_and_path(uri)
-    selector = pafs.FileSelector(f"{path}/{SHARD_DIR}")
-    files = sorted(fi.path for fi in fs.get_file_info(selector) if fi.path.endswith(".parquet"))
-    if not files:
-        raise DataError(f"'{uri}/{SHARD_DIR}' holds no packed image shards")
-    ids, chunks = [], []
-    for file in files:
-        t = pq.read_table(file, filesystem=fs)
-        h, w, c = (t.column(k)[0].as_py() for k in ("height", "width", "channels"))
-        raw = t.column("image").combine_chunks()
-        # Binary values are contiguous in the data buffer: one frombuffer, no per-row copies.
-        offsets = np.frombuffer(raw.buffers()[1], dtype=np.int32)[raw.offset: raw.offset + len(raw) + 1]
-        data = np.frombuffer(raw.buffers()[2], dtype=np.uint8)[offsets[0]: offsets[-1]]
-        chunks.append(data.reshape(len(raw), h, w, c))
-        ids.append(t.column("sample_id").to_numpy())
-    all_ids = np.concatenate(ids)
-    images = np.concatenate(chunks) if len(chunks) > 1 else chunks[0].copy()
-    order = pd.Series(np.arange(len(all_ids)), index=all_ids)
-    missing = set(manifest["sample_id"]) - set(all_ids)
-    if missing:
-        raise DataError(f"'{uri}': {len(missing)} manifest rows have no packed image, e.g. {sorted(missing)[:5]}")
-    images = images[order.loc[manifest["sample_id"].to_numpy()].to_numpy()]
-    return PackedDataset(manifest, images, info)
+def pixel_bytes(manifest: pd.DataFrame, info: DatasetInfo) -> int:
+    """The dataset's uncompressed pixel size, from its metadata alone."""
+    return int(len(manifest)) * int(info.image_size) ** 2 * int(info.channels)

@@ -6,14 +6,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
-import torch
 from accelerate import Accelerator
 from safetensors.torch import save as safetensors_bytes
 from torch import nn
 
 from fairtune_ray.config import ExperimentConfig
 from fairtune_ray.models import backbone_data_config
-from fairtune_ray.training.loop import resolve_mixed_precision
+from fairtune_ray.training.loop import accelerator_options
 
 
 class ModelKeepingAccelerator(Accelerator):
@@ -24,7 +23,7 @@ class ModelKeepingAccelerator(Accelerator):
     @classmethod
     def for_config(cls, cfg: ExperimentConfig) -> "ModelKeepingAccelerator":
         """Set up as ``training.loop.make_accelerator`` sets up the loop's own."""
-        return cls(cpu=not torch.cuda.is_available(), mixed_precision=resolve_mixed_precision(cfg.train.mixed_precision))
+        return cls(**accelerator_options(cfg))
 
     def prepare(self, *args, **kwargs):
         out = super().prepare(*args, **kwargs)

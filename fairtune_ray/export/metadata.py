@@ -9,7 +9,8 @@ from typing import Optional
 
 from fairtune_ray.config import ExperimentConfig
 from fairtune_ray.data.fingerprint import dataset_fingerprint
-from fairtune_ray.data.manifest import DatasetInfo, PackedDataset
+from fairtune_ray.data.manifest import DatasetInfo
+from fairtune_ray.data.packed import PackedDataset
 from fairtune_ray.export.folder import FORMAT, FORMAT_VERSION
 from fairtune_ray.tracking.environment import package_versions
 from fairtune_ray.training.spec import TrialSpec

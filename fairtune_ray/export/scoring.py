@@ -8,7 +8,8 @@ from typing import Optional, Union
 
 import numpy as np
 
-from fairtune_ray.data.manifest import PackedDataset, load_manifest, load_packed_dataset
+from fairtune_ray.data.manifest import load_manifest
+from fairtune_ray.data.packed import PackedDataset, load_packed_dataset
 from fairtune_ray.export.checks import ALL_SPLITS, check_dataset
 from fairtune_ray.export.folder import read_model_meta
 from fairtune_ray.data.fingerprint import dataset_fingerprint

@@ -46,9 +46,10 @@ import pandas as pd
 import torch
 from torch import Tensor
 
+from fairtune_ray.common.errors import InputError
 from fairtune_ray.common.files import atomic_path
 from fairtune_ray.config import ExperimentConfig
-from fairtune_ray.data.manifest import PackedDataset
+from fairtune_ray.data.packed import PackedDataset
 from fairtune_ray.fisher.neutralise import neutralised_importance
 from fairtune_ray.fisher.stats import fisher_statistics, plot_disparity, save_fisher_parquet
 from fairtune_ray.fisher.task import run_fisher_task, train_subset
@@ -76,8 +77,9 @@ PLOT_FILE = "disparity.png"
 META_FILE = "meta.json"
 
 
-class FisherUnavailableError(RuntimeError):
-    """A configuration uses the Fisher method but no Fisher importance is available."""
+class FisherUnavailableError(InputError, RuntimeError):
+    """A configuration uses the Fisher method but no Fisher importance is available (an InputError for
+    the CLI's one-line report; still a RuntimeError, as it was before)."""
 
 
 def _gamma_key(gamma: float) -> str:

@@ -16,7 +16,8 @@ from torch import Tensor
 
 from fairtune_ray.config import ExperimentConfig
 from fairtune_ray.data.loading import BatchTransform, split_tensors
-from fairtune_ray.data.manifest import DataError, PackedDataset
+from fairtune_ray.data.manifest import DataError
+from fairtune_ray.data.packed import PackedDataset
 from fairtune_ray.fisher.compute import per_group_fisher, select_group_samples
 from fairtune_ray.models import backbone_data_config, create_backbone
 from fairtune_ray.models.shipping import CheckpointLike
@@ -60,7 +61,7 @@ def _fisher_task(cfg_dict: dict, images: Tensor, labels: Tensor, groups: Tensor,
 def run_fisher_task(cfg: ExperimentConfig, subset: PackedDataset, checkpoint: CheckpointLike, use_ray: bool) -> dict:
     """``{"fisher": {group: {param: F}}, "seconds", "device", "where", ...}`` for the drawn samples."""
     split = split_tensors(subset, "train", cfg.data.sensitive_attribute)
-    args = (cfg.model_dump(), split.images, split.labels, split.groups, checkpoint)
+    args = (cfg.model_dump(), split.image_tensor(), split.labels, split.groups, checkpoint)
     if not use_ray:
         return {**_fisher_task(*args), "where": "in-process"}
     import ray  # lazy: Ray only for the Ray task; the in-process path (and `fisher` without --ray) needs none

@@ -20,7 +20,6 @@ import threading
 from typing import Optional
 
 import ray
-import torch
 from accelerate import Accelerator
 from mlflow.tracking import MlflowClient
 from ray import tune
@@ -32,13 +31,13 @@ from ray.tune.integration.ray_train import TuneReportCallback
 from ray.util.placement_group import remove_placement_group
 
 from fairtune_ray.config import ExperimentConfig
-from fairtune_ray.data.manifest import PackedDataset
 from fairtune_ray.models.shipping import CheckpointLike
 from fairtune_ray.search.child_run import failure_reason, node_info, open_child_run
 from fairtune_ray.search.epoch_hook import load_epoch_hook
+from fairtune_ray.search.shared_data import DatasetArg, shared
 from fairtune_ray.search.tune_value import BestSoFar
 from fairtune_ray.tracking.mlflow_runs import log_metrics
-from fairtune_ray.training.loop import fine_tune, resolve_mixed_precision
+from fairtune_ray.training.loop import accelerator_options, fine_tune
 from fairtune_ray.training.process import set_trial_threads
 from fairtune_ray.training.spec import TrialSpec
 
@@ -131,7 +130,7 @@ def scaling_config(cfg: ExperimentConfig) -> ScalingConfig:
     return ScalingConfig(num_workers=cfg.trial.workers, use_gpu=res.gpu > 0, resources_per_worker=per_worker)
 
 
-def run_distributed_trial(cfg: ExperimentConfig, spec: TrialSpec, data: PackedDataset, checkpoint: CheckpointLike,
+def run_distributed_trial(cfg: ExperimentConfig, spec: TrialSpec, data: DatasetArg, checkpoint: CheckpointLike,
                           space_name: str, tracking: Optional[dict]) -> None:
     """The Tune function body of a multi-worker trial: fit a TorchTrainer, forward metrics to Tune."""
     if not is_v2_enabled():
@@ -142,8 +141,8 @@ def run_distributed_trial(cfg: ExperimentConfig, spec: TrialSpec, data: PackedDa
               if tracking else None)
     loop_config = {
         "cfg": cfg.model_dump(), "spec": spec.to_dict(), "checkpoint": checkpoint,
-        # The trial process owns this copy; workers on any node fetch it from the object store.
-        "data_ref": ray.put(data),
+        # The study's one stored copy (or, given a dataset, one put here); workers on any node fetch it.
+        "data": shared(data),
         "tracking_uri": tracking["uri"] if tracking else None, "run_id": logger.run_id if logger else None,
         "trial_dir": ctx.get_trial_dir(),
     }
@@ -194,11 +193,10 @@ def _worker_loop(config: dict) -> None:
     cfg = ExperimentConfig.model_validate(config["cfg"])
     spec = TrialSpec(**config["spec"])
     set_trial_threads(cfg)
-    data = ray.get(config["data_ref"])
+    data = config["data"].get()
     # Ray Train has initialised torch.distributed and set RANK/WORLD_SIZE/LOCAL_RANK/MASTER_*;
     # Accelerate's state picks that process group up (MULTI_CPU with gloo, MULTI_GPU with NCCL).
-    accelerator = Accelerator(cpu=not torch.cuda.is_available(),
-                              mixed_precision=resolve_mixed_precision(cfg.train.mixed_precision))
+    accelerator = Accelerator(**accelerator_options(cfg))
     rank = accelerator.process_index
     client = MlflowClient(config["tracking_uri"]) if rank == 0 and config.get("run_id") else None
     here = node_info()
@@ -213,7 +211,8 @@ def _worker_loop(config: dict) -> None:
         record = best_so_far(dict(record, world_size=accelerator.num_processes))
         if client is not None:
             if epoch == 1:
-                client.log_param(config["run_id"], "trainable_params", record["trainable_params"])
+                for key in ("trainable_params", "effective_batch_size"):
+                    client.log_param(config["run_id"], key, record[key])
             log_metrics(client, config["run_id"], record, step=epoch)
         ray.train.report(dict(record, node_id=here["node_id"]))  # every rank: Train V2 syncs on report
 

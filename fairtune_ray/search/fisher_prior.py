@@ -11,7 +11,7 @@ from typing import Callable
 from mlflow.tracking import MlflowClient
 
 from fairtune_ray.config import ExperimentConfig
-from fairtune_ray.data.manifest import PackedDataset
+from fairtune_ray.data.packed import PackedDataset
 from fairtune_ray.fisher.cache import FisherResult, compute_fisher, layer_summary
 from fairtune_ray.fisher.prior import SpaceLike, prior_masks, rank_groups_by_disparity
 from fairtune_ray.models.shipping import CheckpointLike

@@ -1,8 +1,8 @@
 """The Ray Tune trial: one inner fine-tune per proposed configuration.
 
 Every epoch's validation metrics go to Tune (``ray.tune.report``) so ASHA can stop weak trials
-early, and to the trial's nested MLflow run. The prepared dataset arrives through
-``tune.with_parameters``: it is put in the Ray object store once and shared by the trials of a node.
+early, and to the trial's nested MLflow run. The prepared dataset arrives as a ``SharedDataset``
+(search/shared_data.py): one object-store copy shared by the trials of a node and their workers.
 A trial with ``trial.workers > 1`` drives a Ray Train ``TorchTrainer`` instead (``search.distributed``).
 """
 from __future__ import annotations
@@ -12,24 +12,25 @@ from typing import Optional
 from ray import tune
 
 from fairtune_ray.config import ExperimentConfig
-from fairtune_ray.data.manifest import PackedDataset
 from fairtune_ray.models.shipping import CheckpointLike
 from fairtune_ray.search.child_run import failure_reason, open_child_run
 from fairtune_ray.search.distributed import run_distributed_trial
 from fairtune_ray.search.epoch_hook import load_epoch_hook
+from fairtune_ray.search.shared_data import DatasetArg, resolve
 from fairtune_ray.search.space import spec_from_trial_config
 from fairtune_ray.search.tune_value import BestSoFar
 from fairtune_ray.training.loop import fine_tune
 from fairtune_ray.training.process import prepare_trial_process
 
 
-def run_trial(config: dict, *, cfg_dict: dict, data: PackedDataset, checkpoint: CheckpointLike, space_name: str,
+def run_trial(config: dict, *, cfg_dict: dict, data: DatasetArg, checkpoint: CheckpointLike, space_name: str,
               n_bits: int, tracking: Optional[dict] = None) -> None:
     cfg = ExperimentConfig.model_validate(cfg_dict)
     spec = spec_from_trial_config(config, cfg, space_name, n_bits, seed=cfg.train.seed)
     if cfg.trial.workers > 1:
         return run_distributed_trial(cfg, spec, data, checkpoint, space_name, tracking)
     prepare_trial_process(cfg)
+    data = resolve(data)
     logger = open_child_run(tracking, tune.get_context().get_trial_id(), spec, space_name) if tracking else None
     trial_dir = tune.get_context().get_trial_dir()
     hook = load_epoch_hook()
@@ -40,7 +41,8 @@ def run_trial(config: dict, *, cfg_dict: dict, data: PackedDataset, checkpoint: 
             hook(epoch=epoch, spec=spec, trial_dir=trial_dir, rank=0)
         if logger is not None:
             if epoch == 1:
-                logger.client.log_param(logger.run_id, "trainable_params", record["trainable_params"])
+                for key in ("trainable_params", "effective_batch_size"):
+                    logger.client.log_param(logger.run_id, key, record[key])
             logger.log_epoch(epoch, record)
         tune.report(best_so_far(record))
 

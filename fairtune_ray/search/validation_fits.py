@@ -12,10 +12,11 @@ import numpy as np
 import ray
 
 from fairtune_ray.config import ExperimentConfig
-from fairtune_ray.data.manifest import PackedDataset
+from fairtune_ray.data.packed import PackedDataset
 from fairtune_ray.models.shipping import CheckpointLike
 from fairtune_ray.training.loop import fine_tune
 from fairtune_ray.training.process import prepare_trial_process
+from fairtune_ray.training.regime import single_process_regime
 from fairtune_ray.training.spec import TrialSpec
 
 #: what a validation-only fine-tune is given
@@ -37,10 +38,12 @@ def run_validation_fits(cfg: ExperimentConfig, specs: dict[Hashable, TrialSpec],
 
 def fit_on_validation(cfg_dict: dict, spec: TrialSpec, data: PackedDataset, checkpoint: CheckpointLike) -> dict:
     """One fine-tune: its best epoch's validation objective and metrics (no final split is scored)."""
-    cfg = ExperimentConfig.model_validate(cfg_dict)
+    cfg = single_process_regime(ExperimentConfig.model_validate(cfg_dict))  # a multi-worker trial's global batch
     prepare_trial_process(cfg)
     fit = fine_tune(cfg, spec, data, checkpoint, final_splits=())
     metrics = {k[len("val/"):]: float(v) for k, v in fit.best_val.items() if k.startswith("val/")}
     return {"objective": float(fit.best_val.get("objective", np.nan)), "metrics": metrics,
-            "best_epoch": fit.best_epoch, "seconds": fit.seconds, "lr": spec.lr, "seed": spec.seed,
+            "best_epoch": fit.best_epoch, "seconds": fit.seconds, "effective_batch_size": fit.effective_batch_size,
+            "steps_per_epoch": fit.steps_per_epoch,
+            "lr": spec.lr, "seed": spec.seed,
             "splits_given": sorted(data.manifest["split"].unique())}

@@ -15,17 +15,19 @@ from typing import Callable, Optional
 import numpy as np
 import torch
 import torch.nn as nn
-from accelerate import Accelerator
+from torch.nn.modules.batchnorm import _NormBase
+from accelerate import Accelerator, DataLoaderConfiguration
 from accelerate.utils import set_seed
 from timm.scheduler import CosineLRScheduler
 
 from fairtune_ray.config import ExperimentConfig
 from fairtune_ray.data.loading import BatchTransform, make_loader, split_tensors
-from fairtune_ray.data.manifest import PackedDataset
+from fairtune_ray.data.packed import PackedDataset
 from fairtune_ray.metrics import compute_metrics, objective_bound, parse_objective
 from fairtune_ray.metrics.objectives import Objective
 from fairtune_ray.models import backbone_data_config
 from fairtune_ray.models.shipping import CheckpointLike
+from fairtune_ray.training.regime import effective_batch_size
 from fairtune_ray.training.setup import build_model
 from fairtune_ray.training.spec import TrialSpec
 
@@ -55,6 +57,8 @@ class FitResult:
     scores: dict[str, SplitScores] = field(default_factory=dict)
     seconds: float = 0.0
     train_samples_per_s: float = 0.0
+    effective_batch_size: int = 0
+    steps_per_epoch: int = 0
 
 
 def resolve_mixed_precision(setting: str) -> str:
@@ -104,8 +108,16 @@ class _Run:
     train_time: float = 0.0
 
 
+def accelerator_options(cfg: ExperimentConfig) -> dict:
+    """How every fine-tune's Accelerator is set up: the GPU when there is one, the configured mixed
+    precision, and batches copied to the device without blocking (from pinned memory, data/loading.py)."""
+    cuda = torch.cuda.is_available()
+    return {"cpu": not cuda, "mixed_precision": resolve_mixed_precision(cfg.train.mixed_precision),
+            "dataloader_config": DataLoaderConfiguration(non_blocking=cuda)}
+
+
 def make_accelerator(cfg: ExperimentConfig) -> Accelerator:
-    return Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=resolve_mixed_precision(cfg.train.mixed_precision))
+    return Accelerator(**accelerator_options(cfg))
 
 
 def make_optimizer(cfg: ExperimentConfig, model: nn.Module, lr: float) -> torch.optim.Optimizer:
@@ -156,7 +168,7 @@ def _build_run(cfg: ExperimentConfig, spec: TrialSpec, data: PackedDataset, chec
 
 def _train_epoch(run: _Run, epoch: int) -> float:
     """One pass over the training loader; returns the mean training loss."""
-    run.model.train()
+    train_mode(run.model)
     t0 = time.perf_counter()
     loss_sum, n_batches = 0.0, 0
     for images, labels, _groups in run.train_loader:
@@ -177,6 +189,18 @@ def _train_epoch(run: _Run, epoch: int) -> float:
         run.seen += len(labels)
     run.train_time += time.perf_counter() - t0
     return loss_sum / max(1, n_batches)
+
+
+def train_mode(model: nn.Module) -> None:
+    """Training mode, except that normalisation layers whose parameters are all frozen (a frozen
+    ResNet stage, the linear probe's backbone) keep their running statistics: frozen means frozen.
+    A norm layer without parameters (affine=False) follows the training mode."""
+    model.train()
+    for module in model.modules():
+        if isinstance(module, _NormBase):
+            params = list(module.parameters(recurse=False))
+            if params and not any(p.requires_grad for p in params):
+                module.eval()
 
 
 def _evaluate(run: _Run, split: str) -> tuple[SplitScores, dict]:
@@ -227,7 +251,9 @@ def fine_tune(
         val_scores, val_metrics = _evaluate(run, "val")
         value = objective.value(val_metrics)
         record = {"epoch": epoch, "train/loss": train_loss, "lr": run.optimizer.param_groups[0]["lr"],
-                  "objective": value, "trainable_params": run.trainable, **prefixed(val_metrics, "val")}
+                  "objective": value, "trainable_params": run.trainable,
+                  "effective_batch_size": effective_batch_size(cfg, accelerator.num_processes),
+                  **prefixed(val_metrics, "val")}
         if cfg.search.tune_value == "lcb":
             record["objective_lcb"] = validation_bound(cfg, objective, val_scores, run.group_names)
         history.append(record)
@@ -242,7 +268,9 @@ def _finish(run: _Run, best: _Best, history: list[dict], final_splits: tuple[str
     if best.state is not None and run.cfg.train.select_epoch == "best":
         run.accelerator.unwrap_model(run.model).load_state_dict(best.state, strict=False)
     total = sum(p.numel() for p in run.model.parameters())
-    result = FitResult(run.spec, run.trainable, total, best.epoch, best.record, history)
+    result = FitResult(run.spec, run.trainable, total, best.epoch, best.record, history,
+                       effective_batch_size=effective_batch_size(run.cfg, run.accelerator.num_processes),
+                       steps_per_epoch=len(run.train_loader))
     for split in final_splits:
         result.scores[split], result.final[split] = _evaluate(run, split)
     result.scores["val"] = predict(run.model, run.eval_loaders["val"], run.transform, run.accelerator)
@@ -259,8 +287,12 @@ def validation_bound(cfg: ExperimentConfig, objective: Objective, val: SplitScor
 
 
 def trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
-    """A CPU copy of what training can change: the trainable parameters only (cheap to keep)."""
-    return {n: p.detach().cpu().clone() for n, p in model.named_parameters() if p.requires_grad}
+    """A CPU copy of what training can change: the trainable parameters and the buffers (BatchNorm's
+    running statistics of the trained layers); cheap next to the whole state."""
+    state = {n: p.detach().cpu().clone() for n, p in model.named_parameters() if p.requires_grad}
+    persistent = model.state_dict(keep_vars=True).keys()
+    state.update({n: b.detach().cpu().clone() for n, b in model.named_buffers() if n in persistent})
+    return state
 
 
 def model_data_config(model: nn.Module) -> dict:

@@ -6,7 +6,7 @@ from typing import Optional
 import torch.nn as nn
 
 from fairtune_ray.config import ExperimentConfig
-from fairtune_ray.data.manifest import PackedDataset
+from fairtune_ray.data.packed import PackedDataset
 from fairtune_ray.fisher.cache import load_importance
 from fairtune_ray.fisher.penalty import EWCPenalty
 from fairtune_ray.models import Mask, apply_mask, create_backbone, head_param_names

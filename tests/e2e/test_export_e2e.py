@@ -123,7 +123,7 @@ def test_pyfunc_model_and_models_uri_through_a_sqlite_registry(exported, tmp_pat
     mlflow.set_tracking_uri(uri)
     pyfunc = mlflow.pyfunc.load_model("models:/fair-derm/1")
     assert pyfunc.metadata.get_input_schema().inputs[0].type == np.dtype("uint8")
-    images = exported.data.split("test").images
+    images = np.asarray(exported.data.split("test").images)
     direct = ExportedModel(exported.folder, device="cpu").score(images)
     np.testing.assert_allclose(pyfunc.predict(images), direct, atol=1e-6)
     np.testing.assert_allclose(direct, exported.out["scores"], atol=1e-6)

@@ -18,7 +18,7 @@ import numpy as np
 import ray
 
 from fairtune_ray.config import ExperimentConfig
-from fairtune_ray.data.manifest import PackedDataset
+from fairtune_ray.data.packed import PackedDataset
 from fairtune_ray.export.capture import ModelKeepingAccelerator, capture
 from fairtune_ray.metrics import bootstrap_intervals, paired_differences
 from fairtune_ray.models.shipping import CheckpointLike
@@ -37,6 +37,7 @@ from fairtune_ray.search.run_folder import SCORES_FILE, save_test_scores
 from fairtune_ray.search.stages.types import Candidate, Prepared, Selection, Tested
 from fairtune_ray.training.loop import fine_tune
 from fairtune_ray.training.process import prepare_trial_process
+from fairtune_ray.training.regime import single_process_regime
 from fairtune_ray.training.spec import TrialSpec
 
 
@@ -75,14 +76,15 @@ def _retrain(cfg_dict: dict, spec: TrialSpec, data: PackedDataset, checkpoint: C
              export: bool = False) -> dict:
     """One seed of one candidate, in a Ray task: train on train, pick the epoch on val, score test;
     with ``export`` also the trained weights (only then: a state dict is the one big thing here)."""
-    cfg = ExperimentConfig.model_validate(cfg_dict)
+    cfg = single_process_regime(ExperimentConfig.model_validate(cfg_dict))  # a multi-worker trial's global batch
     prepare_trial_process(cfg)  # retrains share CPUs and GPUs like trials
     accelerator = ModelKeepingAccelerator.for_config(cfg) if export else None
     fit = fine_tune(cfg, spec, data, checkpoint, final_splits=("test", "train"), accelerator=accelerator)
     test = fit.scores["test"]
     out = {"labels": test.labels, "scores": test.scores, "groups": test.groups, "trainable": fit.trainable_params,
            "best_epoch": fit.best_epoch, "val_objective": fit.best_val.get("objective", float("nan")),
-           "seconds": fit.seconds, "test_metrics": fit.final["test"],
+           "seconds": fit.seconds, "effective_batch_size": fit.effective_batch_size,
+           "steps_per_epoch": fit.steps_per_epoch, "test_metrics": fit.final["test"],
            "train_metrics": {m: fit.final["train"].get(m, float("nan")) for m in TRAIN_METRICS}}
     if accelerator is not None:
         out["export"] = capture(accelerator.trained_model())

@@ -17,6 +17,7 @@ from fairtune_ray.search.callbacks import TrialStatusCallback
 from fairtune_ray.search.errors import SearchInterrupted
 from fairtune_ray.search.fisher_prior import fisher_seed_points
 from fairtune_ray.search.run_folder import TRIALS_FILE, write_json
+from fairtune_ray.search.shared_data import SharedDataset
 from fairtune_ray.search.space import baseline_points, build_param_space, initial_points, uses_fisher
 from fairtune_ray.search.stages.types import Prepared, TuneOutcome
 from fairtune_ray.search.trial import run_trial
@@ -29,7 +30,7 @@ Statuses = dict[str, tuple[str, str]]
 
 def run_tune(p: Prepared, log: Callable = print) -> TuneOutcome:
     cfg = p.cfg
-    trainable = tune.with_parameters(run_trial, cfg_dict=cfg.model_dump(), data=p.data, checkpoint=p.checkpoint,
+    trainable = tune.with_parameters(run_trial, cfg_dict=cfg.model_dump(), data=SharedDataset(p.data), checkpoint=p.checkpoint,
                                      space_name=p.space_name, n_bits=p.n_bits,
                                      tracking={"uri": p.tracking_uri, "parent_run_id": p.parent_run_id,
                                                "method": cfg.search.method})

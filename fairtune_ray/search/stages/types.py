@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Optional
 
 from fairtune_ray.config import ExperimentConfig
-from fairtune_ray.data.manifest import PackedDataset
+from fairtune_ray.data.packed import PackedDataset
 from fairtune_ray.models.shipping import CheckpointLike
 from fairtune_ray.search.results import ResultRow, Role
 from fairtune_ray.training.spec import TrialSpec

@@ -6,7 +6,8 @@ import pytest
 
 from fairtune_ray.cli import main
 from fairtune_ray.config import load_config
-from fairtune_ray.data.manifest import DatasetInfo, PackedDataset, write_packed_dataset
+from fairtune_ray.data.manifest import DatasetInfo, write_packed_dataset
+from fairtune_ray.data.packed import PackedDataset
 from fairtune_ray.export.capture import capture
 from fairtune_ray.export.folder import write_model_folder
 from fairtune_ray.export.metadata import model_metadata

@@ -10,7 +10,8 @@ import pytest
 
 import fixtures_data as fx
 from fairtune_ray.data.adapters import DataWarning
-from fairtune_ray.data.manifest import DataError, load_packed_dataset
+from fairtune_ray.data.manifest import DataError
+from fairtune_ray.data.packed import load_packed_dataset
 from fairtune_ray.data.prepare import prepare_dataset
 
 

@@ -2,7 +2,8 @@ import numpy as np
 import pytest
 
 from fairtune_ray.config import SyntheticConfig
-from fairtune_ray.data.manifest import DataError, load_packed_dataset, validate_manifest, write_packed_dataset
+from fairtune_ray.data.manifest import DataError, validate_manifest, write_packed_dataset
+from fairtune_ray.data.packed import load_packed_dataset
 from fairtune_ray.data.synthetic import ensure_synthetic, generate_source, generate_target
 
 
