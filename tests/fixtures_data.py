@@ -216,8 +216,10 @@ def build_ol3i(root: Path, n: int = 16, numeric_sex: bool = False) -> Fixture:
     return Fixture(root, _expected(exp), {})
 
 
-def build_harvard_gf(root: Path, counts: tuple[int, int, int] = (12, 4, 6), race_as_text: bool = False) -> Fixture:
-    """Training/Validation/Test folders of data_XXXX.npz with rnflt, glaucoma, race, male, age."""
+def build_harvard_gf(root: Path, counts: tuple[int, int, int] = (12, 4, 6), race_as_text: bool = False,
+                     pickled_text: bool = False) -> Fixture:
+    """Training/Validation/Test folders of data_XXXX.npz with rnflt, glaucoma, race, male, age;
+    ``pickled_text``: race as text in an object array, which numpy stores pickled."""
     exp = []
     k = 1
     names = {0: "Asian", 1: "Black or African American", 2: "White or Caucasian"}
@@ -227,8 +229,10 @@ def build_harvard_gf(root: Path, counts: tuple[int, int, int] = (12, 4, 6), race
         for i in range(n):
             rng = np.random.default_rng(k)
             race = k % 3
+            text = race_as_text or pickled_text
             fields = {"rnflt": rng.uniform(-2, 350, size=(40, 48)).astype(np.float32),
-                      "glaucoma": np.array(float((k // 2) % 2)), "race": np.array(names[race] if race_as_text else race),
+                      "glaucoma": np.array(float((k // 2) % 2)),
+                      "race": _race_field(names[race] if text else race, pickled_text),
                       "male": np.array(float(k % 2)), "age": np.array(40.0 + 2 * k), "md": np.array(-1.5),
                       "tds": np.zeros(52, np.float32), "hispanic": np.array(0)}
             path = root / folder / f"data_{k:04d}.npz"
@@ -238,6 +242,10 @@ def build_harvard_gf(root: Path, counts: tuple[int, int, int] = (12, 4, 6), race
                         "split": split})
             k += 1
     return Fixture(root, _expected(exp), {})
+
+
+def _race_field(value, pickled: bool) -> np.ndarray:
+    return np.array(value, dtype=object) if pickled else np.array(value)
 
 
 def write_analyze(img_path: Path, volume: np.ndarray) -> None:

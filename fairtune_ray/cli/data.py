@@ -59,7 +59,11 @@ def add_prepare_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--split-fractions", type=float, nargs=3, default=[0.8, 0.1, 0.1], metavar=("TRAIN", "VAL", "TEST"),
                    help="train/val/test fractions of patients when no official split is used (default 0.8 0.1 0.1)")
     p.add_argument("--drop-missing", action="store_true",
-                   help="drop rows whose image is missing or unreadable (recorded in dataset.json) instead of failing")
+                   help="drop rows whose image is missing or unreadable, or that have no patient id (recorded in "
+                        "dataset.json) instead of failing")
+    p.add_argument("--require-coverage", action="store_true",
+                   help="fail when a group has no rows, or only one class, in val or test (default: warn; the search "
+                        "refuses such a split for its data.sensitive_attribute)")
     p.add_argument("--min-group-size", type=int, default=0,
                    help="fail when a group has fewer samples than this in any split (default 0: only warn)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
@@ -114,6 +118,7 @@ def run_prepare(args: argparse.Namespace) -> int:
                 args.dataset, args.root, args.out, attributes=args.attribute, options=_options(args),
                 size=args.size, resize=resize, workers=args.workers, seed=args.seed,
                 split_fractions=args.split_fractions, drop_missing=args.drop_missing,
+                require_coverage=args.require_coverage,
                 min_group_size=args.min_group_size, overwrite=args.overwrite, shard_size=args.shard_size,
                 progress=not args.no_progress)
     except DataError as err:

@@ -6,9 +6,7 @@ splits, group sizes) is checked first (:mod:`fairtune_ray.data.prepare_checks`);
 decoded once, in worker processes (:mod:`fairtune_ray.data.decode`), into a private scratch file
 next to the output; only when every image decoded (or was dropped with ``drop_missing``) does
 :func:`write_packed_dataset` write the output, itself atomically.
-
-Disk: the scratch file holds the decoded pixels uncompressed (N x size x size x 3 bytes, e.g.
-about 150 kB per image at 224) next to the output until the shards are written.
+Disk: the scratch file holds the decoded pixels uncompressed (N x size x size x 3 bytes).
 """
 from __future__ import annotations
 
@@ -26,13 +24,12 @@ import pandas as pd
 from fairtune_ray.data.adapters import Adapter, AdapterContext, DataWarning, get_adapter
 from fairtune_ray.data.adapters.base import DropLog
 from fairtune_ray.data.decode import decode_images, to_rgb_array
-from fairtune_ray.data.manifest import (SPLITS, DataError, DatasetInfo, assign_splits, summarise, validate_manifest,
-                                        write_packed_dataset)
+from fairtune_ray.data.manifest import SPLITS, DataError, DatasetInfo, summarise, validate_manifest, write_packed_dataset
 from fairtune_ray.data.prepare_checks import (check_arguments, check_groups, check_output_free, default_resize,
                                               files_exist, is_local)
+from fairtune_ray.data.splits import assign_splits, missing_units
 
-# to_rgb_array is re-exported: scripts and tests decode single images through this module.
-__all__ = ["PrepareResult", "build_manifest", "format_summary", "prepare_dataset", "to_rgb_array"]
+__all__ = ["PrepareResult", "build_manifest", "format_summary", "prepare_dataset", "to_rgb_array"]  # + single images
 
 
 @dataclass
@@ -55,6 +52,7 @@ class _Settings:
     workers: int
     drop_missing: bool
     min_group_size: int
+    require_coverage: bool
     overwrite: bool
     shard_size: int
     progress: bool
@@ -119,15 +117,40 @@ def _drop_unknown_codes(table: pd.DataFrame, attrs: dict, drops: DropLog, name: 
     return table
 
 
-def _apply_split(table: pd.DataFrame, result: Any, adapter: Adapter, ctx: AdapterContext) -> str:
-    """Check the official split or assign a seeded one by patient (in place); returns the rule."""
+def _apply_split(table: pd.DataFrame, result: Any, adapter: Adapter, ctx: AdapterContext, attrs: dict,
+                 drops: DropLog, drop_missing: bool, notes: list[str]) -> tuple[pd.DataFrame, str]:
+    """Check the official split, or assign a seeded one by patient, stratified by attributes x label
+    so that every group keeps both classes in val and test where it can; returns (table, the rule).
+
+    A row without a patient id cannot be kept with its patient: an error, or dropped with ``drop_missing``.
+    """
     if result.split_policy == "official" and "split" in table.columns:
         bad = sorted(set(table["split"].dropna()) - set(SPLITS))
         if bad or table["split"].isna().any():
             raise DataError(f"{adapter.name}: the official split has values {bad or ['<empty>']} outside {list(SPLITS)}")
-        return "official"
-    table["split"] = assign_splits(table, "patient_id", ctx.fractions, ctx.seed).to_numpy()
-    return f"random by {adapter.unit}, seed {ctx.seed}, fractions {list(ctx.fractions)}"
+        return table, "official"
+    table = _without_missing_patients(table, adapter, drops, drop_missing, notes)
+    strata = [*attrs, "label"]
+    table["split"] = assign_splits(table, "patient_id", ctx.fractions, ctx.seed, stratify=strata).to_numpy()
+    return table, (f"random by {adapter.unit}, stratified by {' x '.join(strata)}, seed {ctx.seed}, "
+                   f"fractions {list(ctx.fractions)}")
+
+
+def _without_missing_patients(table: pd.DataFrame, adapter: Adapter, drops: DropLog, drop_missing: bool,
+                              notes: list[str]) -> pd.DataFrame:
+    missing = missing_units(table["patient_id"])
+    if not missing.any():
+        return table
+    shown = list(table.loc[missing, "image"].head(5))
+    what = f"{int(missing.sum())} of {len(table)} row(s) have no patient_id (split unit: {adapter.unit}), e.g. {shown}"
+    if not drop_missing:
+        raise DataError(f"{adapter.name}: {what}: the split cannot keep a unit's rows together (pass --drop-missing "
+                        "to drop them; what is dropped is recorded in dataset.json)")
+    _emit(notes, f"{adapter.name}: dropped {what}")
+    table = drops.drop(table, missing, "patient_id_missing")
+    if table.empty:
+        raise DataError(f"{adapter.name}: no row has a patient_id (split unit: {adapter.unit})")
+    return table
 
 
 def _check_image_files(table: pd.DataFrame, adapter: Adapter, ctx: AdapterContext, drops: DropLog,
@@ -161,8 +184,9 @@ def _in_manifest_order(table: pd.DataFrame, attrs: dict) -> pd.DataFrame:
     return manifest
 
 
-def build_manifest(adapter: Adapter, ctx: AdapterContext, *, drop_missing: bool = False,
-                   min_group_size: int = 0, notes: Optional[list[str]] = None) -> tuple[pd.DataFrame, DatasetInfo, Callable]:
+def build_manifest(adapter: Adapter, ctx: AdapterContext, *, drop_missing: bool = False, min_group_size: int = 0,
+                   require_coverage: bool = False,
+                   notes: Optional[list[str]] = None) -> tuple[pd.DataFrame, DatasetInfo, Callable]:
     """Everything before decoding: adapter, attribute codes, splits, image files, group checks.
 
     Returns the manifest (sample_id, image, [image_key], label, attributes..., patient_id, split, ...), the
@@ -175,17 +199,14 @@ def build_manifest(adapter: Adapter, ctx: AdapterContext, *, drop_missing: bool 
     drops = DropLog()
     drops.records.update(result.extra.pop("dropped", {}) or {})
     table = _drop_unknown_codes(result.table.copy(), attrs, drops, adapter.name)
-    split_rule = _apply_split(table, result, adapter, ctx)
+    table, split_rule = _apply_split(table, result, adapter, ctx, attrs, drops, drop_missing, notes)
     table = _check_image_files(table, adapter, ctx, drops, drop_missing, notes)
     manifest = _in_manifest_order(table, attrs)
     info = DatasetInfo(name=adapter.name, attributes=attrs, label_names=dict(result.label_names), source=str(ctx.root))
     info.extra = {"adapter": adapter.name, "options": {k: _jsonable(v) for k, v in ctx.options.items()},
                   "split": split_rule, "split_unit": adapter.unit, **_jsonable(result.extra), "dropped": drops.records}
     validate_manifest(manifest, info, where=f"{adapter.name} manifest")
-    for split in SPLITS:
-        if not (manifest["split"] == split).any():
-            _emit(notes, f"{adapter.name}: split '{split}' is empty")
-    for note in check_groups(manifest, attrs, min_group_size):
+    for note in check_groups(manifest, attrs, min_group_size, require_coverage):
         _emit(notes, note)
     return manifest, info, result.reader
 
@@ -218,7 +239,7 @@ def _drop_unreadable(name: str, manifest: pd.DataFrame, info: DatasetInfo, failu
     manifest["sample_id"] = np.arange(len(manifest), dtype=np.int64)
     if manifest.empty:
         raise DataError(f"{name}: no image could be read")
-    for note in check_groups(manifest, info.attributes, s.min_group_size):
+    for note in check_groups(manifest, info.attributes, s.min_group_size, s.require_coverage):
         if note not in notes:
             _emit(notes, note)
     return manifest, keep
@@ -281,6 +302,7 @@ def prepare_dataset(
     split_fractions: Sequence[float] = (0.8, 0.1, 0.1),
     drop_missing: bool = False,
     min_group_size: int = 0,
+    require_coverage: bool = False,
     overwrite: bool = False,
     shard_size: int = 2048,
     progress: bool = True,
@@ -288,6 +310,8 @@ def prepare_dataset(
     """Turn a dataset in its published layout into a prepared folder (see module docstring).
 
     ``resize`` (the short side before the centre crop) defaults to ``size * 8 / 7``: 256 for 224.
+    An empty split is an error; a group absent from val or test, or lacking a class there, is a
+    warning, or an error with ``require_coverage``.
     """
     adapter = get_adapter(dataset) if isinstance(dataset, str) else dataset
     resize = default_resize(size) if resize is None else resize
@@ -300,11 +324,12 @@ def prepare_dataset(
     ctx = AdapterContext(root=root_path, attributes=list(attributes) if attributes else None,
                          options=dict(options or {}), seed=seed, fractions=tuple(float(f) for f in split_fractions))
     notes: list[str] = []
-    manifest, info, reader = build_manifest(adapter, ctx, drop_missing=drop_missing,
-                                            min_group_size=min_group_size, notes=notes)
+    manifest, info, reader = build_manifest(adapter, ctx, drop_missing=drop_missing, min_group_size=min_group_size,
+                                            require_coverage=require_coverage, notes=notes)
     info.extra["preprocess"] = {"size": size, "resize": resize, "crop": "centre", "channels": 3}
     settings = _Settings(size=size, resize=resize, workers=workers, drop_missing=drop_missing,
-                         min_group_size=min_group_size, overwrite=overwrite, shard_size=shard_size, progress=progress)
+                         min_group_size=min_group_size, require_coverage=require_coverage, overwrite=overwrite,
+                         shard_size=shard_size, progress=progress)
     manifest = _decode_and_write(adapter.name, manifest, info, reader, root_path, out, settings, notes)
     return PrepareResult(out=out, manifest=manifest, info=info, summary=summarise(manifest, info.attributes),
                          warnings=notes)

@@ -14,6 +14,7 @@ import pandas as pd
 import pyarrow.fs as pafs
 
 from fairtune_ray.data.manifest import SPLITS, DataError, filesystem_and_path
+from fairtune_ray.data.splits import empty_split_problems, group_problems
 
 __all__ = ["check_arguments", "check_groups", "check_output_free", "default_resize", "files_exist", "is_local"]
 
@@ -64,40 +65,37 @@ def files_exist(paths: list[str]) -> np.ndarray:
         return np.fromiter(ex.map(os.path.isfile, paths, chunksize=512), dtype=bool, count=len(paths))
 
 
-def _group_findings(part: pd.DataFrame, split: str, attr: str, mapping: dict[int, str], present: list[int],
-                    min_group_size: int) -> tuple[list[str], list[str]]:
-    """(too-small groups, warnings) of one attribute in one split."""
-    problems, notes = [], []
+def _too_small(part: pd.DataFrame, split: str, attr: str, mapping: dict[int, str], present: list[int],
+               min_group_size: int) -> list[str]:
+    """The groups of one attribute with fewer than ``min_group_size`` samples in one split."""
     size = part.groupby(attr)["label"].size()
-    pos = part.groupby(attr)["label"].sum()
-    for code in present:
-        n, k = int(size.get(code, 0)), int(pos.get(code, 0))
-        group = f"{attr}={code} ({mapping.get(code, '?')})"
-        if n < min_group_size:
-            problems.append(f"split '{split}' group {group}: {n} samples")
-        elif n == 0:
-            notes.append(f"split '{split}' has no samples of group {group}")
-        elif k == 0 or k == n:
-            notes.append(f"split '{split}' group {group} has only {'negative' if k == 0 else 'positive'} "
-                         f"labels ({n} samples): its AUC will be undefined")
-    return problems, notes
+    return [f"split '{split}' group {attr}={code} ({mapping.get(code, '?')}): {int(size.get(code, 0))} samples"
+            for code in present if int(size.get(code, 0)) < min_group_size]
 
 
-def check_groups(manifest: pd.DataFrame, attributes: dict[str, dict[int, str]], min_group_size: int) -> list[str]:
-    """Raise for groups smaller than ``min_group_size`` in a split; return warnings for groups
-    that are absent from a split or lack one class there (their AUC will be undefined)."""
-    problems, notes = [], []
+def check_groups(manifest: pd.DataFrame, attributes: dict[str, dict[int, str]], min_group_size: int,
+                 require_coverage: bool = False) -> list[str]:
+    """Raise for an empty train/val/test split (nothing could be measured), and for groups smaller
+    than ``min_group_size`` in a split; return warnings, with their counts, for groups that are
+    absent from a split or lack one class there (their AUC will be undefined). With
+    ``require_coverage`` those are errors too where they hit val or test, the splits every metric
+    is computed on (the search refuses such a split for its ``data.sensitive_attribute``)."""
+    empty = empty_split_problems(manifest)
+    if empty:
+        raise DataError("; ".join(empty) + ". Choose other --split-fractions or --seed, or check the official split")
+    problems, notes, unmeasurable = [], [], []
     for attr, mapping in attributes.items():
         present = sorted(int(c) for c in manifest[attr].unique())
         for split in SPLITS:
             part = manifest[manifest["split"] == split]
-            if part.empty:
-                continue
-            more_problems, more_notes = _group_findings(part, split, attr, mapping, present, min_group_size)
-            problems += more_problems
-            notes += more_notes
+            problems += _too_small(part, split, attr, mapping, present, min_group_size) if min_group_size else []
+            found = group_problems(manifest, attr, split, mapping=mapping)
+            (unmeasurable if require_coverage and split != "train" else notes).extend(found)
     if problems:
         more = f" (and {len(problems) - 10} more)" if len(problems) > 10 else ""
         raise DataError(f"groups smaller than --min-group-size {min_group_size}: " + "; ".join(problems[:10]) + more
                         + ". Choose other --attribute values, other --split-fractions, or a smaller --min-group-size")
+    if unmeasurable:
+        raise DataError("groups that val or test cannot measure: " + "; ".join(unmeasurable)
+                        + ". Choose other --attribute values, --split-fractions or --seed")
     return notes

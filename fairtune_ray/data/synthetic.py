@@ -27,7 +27,9 @@ import torch
 import torch.nn.functional as F
 
 from fairtune_ray.config import SyntheticConfig
-from fairtune_ray.data.manifest import DatasetInfo, assign_splits, load_packed_dataset, PackedDataset, write_packed_dataset
+from fairtune_ray.data.manifest import DatasetInfo, write_packed_dataset
+from fairtune_ray.data.packed import load_packed_dataset, PackedDataset
+from fairtune_ray.data.splits import assign_splits
 
 TONES_RGB = np.array([  # light to dark, roughly Fitzpatrick I-II .. V-VI
     [236, 204, 180], [214, 170, 140], [186, 138, 104], [150, 105, 75], [118, 80, 56], [86, 58, 42],

@@ -2,11 +2,16 @@
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
 
 import torch
 
 from fairtune_ray.config import ConfigError, ExperimentConfig
-from fairtune_ray.models import MaskSpaceError, create_backbone, get_space
+from fairtune_ray.data.splits import check_split_coverage
+from fairtune_ray.models import Mask, MaskSpaceError, create_backbone, get_space
+
+if TYPE_CHECKING:
+    from fairtune_ray.data.packed import PackedDataset
 
 
 def structure_model(cfg: ExperimentConfig):
@@ -23,6 +28,17 @@ def check_mask_space(cfg: ExperimentConfig, model=None):
         raise ConfigError(f"mask.space: {err}") from None
 
 
+def check_mask(cfg: ExperimentConfig, text: str, where: str, model=None) -> Mask:
+    """A mask given by hand (``--mask``, ``search.baselines``) fits the backbone: a known space or baseline,
+    and exactly the space's number of 0/1 bits. Why here: otherwise only building the trial's model finds
+    out, after the data are loaded and the backbone pre-trained, or after a whole search."""
+    model = model if model is not None else structure_model(cfg)
+    try:
+        return Mask.parse(text, model=model)
+    except MaskSpaceError as err:
+        raise ConfigError(f"{where}: {err}") from None
+
+
 def check_resources(cfg: ExperimentConfig, cluster_address: str | None = None) -> None:
     """A fractional GPU request on a machine without GPUs would leave trials pending forever."""
     gpu = cfg.trial.resources.gpu
@@ -36,7 +52,24 @@ def check_resources(cfg: ExperimentConfig, cluster_address: str | None = None) -
         raise ConfigError(f"trial.resources.gpu: {gpu} is neither a fraction below 1 nor a whole number")
 
 
+def check_data_coverage(cfg: ExperimentConfig, data: PackedDataset) -> None:
+    """Every group of ``data.sensitive_attribute`` needs both classes in val and test, or its AUC is
+    undefined for the whole search (and an empty test split is found only after it): a DataError
+    listing each such group with its counts, before any Ray process starts."""
+    if cfg.data.source == "synthetic":
+        hint = "Change data.synthetic (e.g. more n_samples, val_samples or test_samples, another seed)"
+    else:
+        hint = ("Choose another data.sensitive_attribute, or prepare the dataset again: `fairtune-ray data prepare` "
+                "stratifies a random split by attribute x label (another --seed or --split-fractions may help)")
+    check_split_coverage(data.manifest, data.info, cfg.data.sensitive_attribute,
+                         where=f"data.source '{cfg.data.source}'", hint=hint)
+
+
 def preflight(cfg: ExperimentConfig, cluster_address: str | None = None):
     """Run every check; return the mask space (needed to build the search space)."""
     check_resources(cfg, cluster_address or os.environ.get("RAY_ADDRESS"))
-    return check_mask_space(cfg)
+    model = structure_model(cfg)
+    space = check_mask_space(cfg, model)
+    for i, baseline in enumerate(cfg.search.baselines):
+        check_mask(cfg, baseline, f"search.baselines[{i}]", model)
+    return space

@@ -112,7 +112,8 @@ class CheXpertAdapter(Adapter):
         if "race" in wanted and not self._add_race(table, ctx, opts, extra):
             attributes.pop("race")
         if opts["official_split"]:
-            table["split"] = split_official_and_random(table, table["official"], ctx.fractions, ctx.seed)
+            table["split"] = split_official_and_random(table, table["official"], ctx.fractions, ctx.seed,
+                                                       stratify=[*attributes, "label"])
             policy = "official"
             extra["split_rule"] = "valid.csv -> test; train.csv split by patient into train/val"
         else:

@@ -12,7 +12,8 @@ from typing import Any, Callable, Iterable, Mapping, Optional, Sequence
 import numpy as np
 import pandas as pd
 
-from fairtune_ray.data.manifest import DataError, assign_splits
+from fairtune_ray.data.manifest import DataError
+from fairtune_ray.data.splits import assign_splits
 
 SEX: dict[int, str] = {0: "M", 1: "F"}
 AGE_BINARY: dict[int, str] = {0: "<60", 1: ">=60"}
@@ -131,14 +132,16 @@ def add_age_columns(table: pd.DataFrame, age: pd.Series, wanted: Iterable[str]) 
 
 
 def split_official_and_random(table: pd.DataFrame, official: pd.Series, fractions: Sequence[float],
-                              seed: int) -> pd.Series:
+                              seed: int, stratify: Optional[Sequence[str]] = None) -> pd.Series:
     """Keep the rows whose official split is set; split the rest train/val by patient, in the
-    ratio of the train and val fractions (for datasets that ship only a held-out test set)."""
+    ratio of the train and val fractions (for datasets that ship only a held-out test set),
+    stratified by the ``stratify`` columns (e.g. attributes and label) so val keeps both classes
+    of every group where it can."""
     split = official.copy().astype(object)
     rest = split.isna()
     if rest.any():
         tr, va = float(fractions[0]), float(fractions[1])
         total = tr + va if tr + va > 0 else 1.0
-        part = assign_splits(table.loc[rest], "patient_id", (tr / total, va / total, 0.0), seed)
+        part = assign_splits(table.loc[rest], "patient_id", (tr / total, va / total, 0.0), seed, stratify=stratify)
         split.loc[rest] = part.replace({"test": "train"}).to_numpy()
     return split

@@ -21,10 +21,10 @@ from fairtune_ray.common.files import atomic_write_text
 from fairtune_ray.config import ExperimentConfig
 from fairtune_ray.data.fingerprint import dataset_fingerprint
 from fairtune_ray.data.loading import load_dataset
-from fairtune_ray.data.manifest import PackedDataset
+from fairtune_ray.data.packed import PackedDataset
 from fairtune_ray.models.shipping import CheckpointLike, checkpoint_sha256, ship_checkpoint
 from fairtune_ray.search.fisher_prior import compute_and_log_prior
-from fairtune_ray.search.preflight import preflight
+from fairtune_ray.search.preflight import check_data_coverage, preflight
 from fairtune_ray.search.run_folder import CONFIG_FILE, ENVIRONMENT_FILE, RUN_INFO, read_run_info, update_run_info
 from fairtune_ray.search.space import uses_fisher
 from fairtune_ray.search.stages.types import Prepared, SearchRequest
@@ -43,6 +43,7 @@ def prepare(request: SearchRequest, log: Callable = print) -> Prepared:
     storage = cfg.search.storage if _is_uri(cfg.search.storage) else str(Path(cfg.search.storage).resolve())
     run_dir = Path("runs" if _is_uri(storage) else storage) / name
     data = load_dataset(cfg.data)
+    check_data_coverage(cfg, data)  # a group val/test cannot measure fails now, not after the search
     checkpoint = _local_checkpoint(cfg, log)
     parent = _open_parent_run(cfg, request, uri, name, run_dir, space.n_bits)
     update_run_info(run_dir, name=name, parent_run_id=parent, tracking_uri=uri, storage=storage)

@@ -14,7 +14,8 @@ from paths import REPO
 
 from fairtune_ray.data.adapters import ADAPTERS, get_adapter
 from fairtune_ray.data.adapters.columns import AGE_5, AGE_BINARY, SEX
-from fairtune_ray.data.manifest import DataError, DatasetInfo, load_packed_dataset
+from fairtune_ray.data.manifest import DataError, DatasetInfo
+from fairtune_ray.data.packed import load_packed_dataset
 from fairtune_ray.data.prepare import prepare_dataset
 
 SIZE = 32
@@ -177,6 +178,21 @@ def test_harvard_gf_npz_and_folders(tmp_path):
 def test_harvard_gf_race_as_text(tmp_path):
     fixture = fx.build_harvard_gf(tmp_path / "raw", counts=(6, 3, 3), race_as_text=True)
     res = _prepare("harvard-gf", fixture, tmp_path / "out", attributes=["race"])
+    got = res.manifest.set_index("image").loc[fixture.expected.index, "race"]
+    assert (got.to_numpy() == fixture.expected["race"].to_numpy()).all()
+
+
+def test_harvard_gf_refuses_pickled_fields_without_the_option(tmp_path):
+    """Text stored as an object array needs unpickling, which runs code from a downloaded file."""
+    fixture = fx.build_harvard_gf(tmp_path / "raw", counts=(6, 3, 3), pickled_text=True)
+    with pytest.raises(DataError, match=r"data_0001\.npz.*pickled.*--option allow_pickle=true"):
+        _prepare("harvard-gf", fixture, tmp_path / "out", attributes=["race"])
+    assert not (tmp_path / "out").exists()
+
+
+def test_harvard_gf_reads_pickled_fields_with_the_option(tmp_path):
+    fixture = fx.build_harvard_gf(tmp_path / "raw", counts=(6, 3, 3), pickled_text=True)
+    res = _prepare("harvard-gf", fixture, tmp_path / "out", attributes=["race"], options={"allow_pickle": "true"})
     got = res.manifest.set_index("image").loc[fixture.expected.index, "race"]
     assert (got.to_numpy() == fixture.expected["race"].to_numpy()).all()
 
