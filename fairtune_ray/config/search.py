@@ -7,6 +7,9 @@ from pydantic import Field, model_validator
 
 from fairtune_ray.config.base import StrictSection
 
+CUDA_CONTEXT_MB = 500
+"""Default MiB kept per fractional-GPU trial for its CUDA context (typically 300-600 MiB)."""
+
 
 class AshaConfig(StrictSection):
     """ASHA early stopping on the epoch (Ray Tune's ``ASHAScheduler``, maximum ``train.epochs``)."""
@@ -121,8 +124,14 @@ class ResourcesConfig(StrictSection):
     cpu: float = Field(1.0, gt=0, description=(
         "CPUs per trial, or per worker; fractions allowed. With `train.threads: 0` also torch's thread count."))
     gpu: float = Field(0.0, ge=0, description=(
-        "GPUs per trial, or per worker. A fraction packs trials on one GPU (0.25: four, each capped to a "
-        "quarter of its memory); multi-worker trials take whole GPUs."))
+        "GPUs per trial, or per worker. A fraction packs trials on one GPU (0.25: four); each such trial caps "
+        "its CUDA allocator at its share of the GPU's memory minus `cuda_context_mb`. Multi-worker trials "
+        "take whole GPUs. Packing needs CPUs too: four 0.25-GPU trials on a 4-vCPU node take `cpu: 1` each."))
+    cuda_context_mb: int = Field(CUDA_CONTEXT_MB, ge=0, description=(
+        "MiB of a fractional-GPU trial's share kept for its CUDA context (driver state, kernels), which "
+        "lives outside the allocator that the cap limits; typically 300-600 MiB per process "
+        "(benchmarks/gpu/gpu_check.py measures it). On a 24 GB A10G (about 23000 MiB) at `gpu: 0.25`: about "
+        "5750 MiB per trial, of which about 5250 MiB for tensors."))
 
 
 class TrialConfig(StrictSection):

@@ -8,8 +8,8 @@ from mlflow.tracking import MlflowClient
 from fairtune_ray.config import load_config
 from fairtune_ray.search.distributed import scaling_config
 from fairtune_ray.testing.faults import FAULT_ENV, inject_fault
-from fairtune_ray.training.process import cap_gpu_memory
 from fairtune_ray.training.loop import NonFiniteLossError
+from fairtune_ray.training.process import cap_gpu_memory
 from fairtune_ray.training.spec import TrialSpec
 
 
@@ -29,10 +29,17 @@ def test_gpu_memory_cap_is_a_noop_without_a_fraction_or_gpu(monkeypatch):
 
     assert cap_gpu_memory(0.0) is False and cap_gpu_memory(1.0) is False
     calls = []
+    total = 24 * 1024 ** 3
+
+    class Props:
+        total_memory = total
+
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda device=0: Props())
     monkeypatch.setattr(torch.cuda, "set_per_process_memory_fraction", lambda f, device=0: calls.append((f, device)))
     assert cap_gpu_memory(0.25) is True
-    assert calls == [(0.25, 0)]
+    # the share minus the CUDA context kept outside the allocator (tests/unit/training/test_process.py)
+    assert calls == [(pytest.approx((0.25 * total - 500 * 2 ** 20) / total), 0)]
 
 
 def test_fault_injection_rules(monkeypatch, tmp_path):
@@ -90,6 +97,7 @@ def test_two_worker_trials_report_every_epoch(tiny_overrides, ray_four_cpus):
         assert [m.step for m in client.get_metric_history(child.info.run_id, "val/min_auc")] == [1, 2]
         assert [m.value for m in client.get_metric_history(child.info.run_id, "world_size")] == [2.0, 2.0]
         assert child.data.tags["fairtune.workers"] == "2" and child.data.tags["fairtune.status"] == "completed"
+        assert child.data.params["effective_batch_size"] == str(2 * cfg.data.batch_size)  # 2 workers x batch
         assert child.data.tags["node"] and child.data.tags["rank0_node"]
     # Tune saw one result per epoch (rank 0's record, forwarded by TuneReportCallback)
     grid = ray.tune.ExperimentAnalysis(f"{cfg.search.storage}/multi")
