@@ -17,6 +17,7 @@ from torch import nn
 
 from fairtune_ray.config import BackboneConfig
 from fairtune_ray.data.loading import BatchTransform
+from fairtune_ray.data.pixels import ImageRows
 from fairtune_ray.export.folder import WEIGHTS_FILE, read_model_meta
 from fairtune_ray.models import Mask, apply_mask, create_backbone
 from fairtune_ray.models.lowrank import LowRankLinear, resolve_linear_targets
@@ -64,8 +65,10 @@ class ExportedModel:
     @torch.no_grad()
     def score(self, images: np.ndarray, batch_size: Optional[int] = None) -> np.ndarray:
         """P(label 1) per image. ``images``: (N, H, W, C) or (N, H, W) pixel values on the 0-255
-        scale, uint8 (as prepared datasets store them), integer or float."""
-        images = np.asarray(images)
+        scale, uint8 (as prepared datasets store them), integer or float. A dataset's ``ImageRows`` is
+        read batch by batch (a memory-mapped test split is never loaded whole)."""
+        if not isinstance(images, ImageRows):
+            images = np.asarray(images)
         if images.ndim == 3:
             images = images[..., None]
         if images.ndim != 4:

@@ -8,11 +8,13 @@ from typing import Optional, Union
 
 import numpy as np
 
-from fairtune_ray.data.manifest import load_manifest
+from fairtune_ray.config import DataConfig
+from fairtune_ray.data.fingerprint import dataset_fingerprint
+from fairtune_ray.data.loading import storage_for
+from fairtune_ray.data.manifest import load_manifest, pixel_bytes
 from fairtune_ray.data.packed import PackedDataset, load_packed_dataset
 from fairtune_ray.export.checks import ALL_SPLITS, check_dataset
 from fairtune_ray.export.folder import read_model_meta
-from fairtune_ray.data.fingerprint import dataset_fingerprint
 from fairtune_ray.export.mlflow_model import resolve_model
 from fairtune_ray.export.rebuild import ExportedModel
 
@@ -42,7 +44,8 @@ def prepare_scoring(model_ref: str, data_uri: str, split: str, tracking_uri: str
     attribute = (attribute or meta["data"]["sensitive_attribute"]) if need_attribute else None
     manifest, info = load_manifest(data_uri)
     check_dataset(meta, info, manifest, where=data_uri, split=split, attribute=attribute)
-    data = load_packed_dataset(data_uri)
+    # in memory up to data.memory_limit_mb's default, else memory-mapped (scored batch by batch)
+    data = load_packed_dataset(data_uri, storage=storage_for(DataConfig(), pixel_bytes(manifest, info)))
     same = dataset_fingerprint(data) == meta.get("data_fingerprint")
     part = data if split == ALL_SPLITS else data.split(split)
     return ScoringJob(folder, meta, part, split, attribute, same)

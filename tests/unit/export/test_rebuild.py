@@ -58,6 +58,7 @@ def test_rebuilt_model_scores_like_the_trained_one(tmp_path, spec):
         direct = torch.sigmoid(model(x).view(-1)).numpy()
     np.testing.assert_allclose(exported.score(images), direct, atol=1e-6)
     np.testing.assert_allclose(exported.score(images.astype(np.float32)), direct, atol=1e-6)  # floats on 0-255
+    np.testing.assert_allclose(exported.score(_data().images, batch_size=7), direct, atol=1e-6)  # rows, by batch
     assert set(exported.model.state_dict()) == set(model.state_dict())
 
 
