@@ -135,12 +135,12 @@ def run_in_fresh_process(uri: str, mode: str, local_root: str, batch_size: int) 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="sizes 1k, 2k, 4k")
+    ap.add_argument("--quick", action="store_true", help="sizes 500 and 1000 (a smoke test)")
     ap.add_argument("--sizes", default=None, help="comma-separated image counts")
     ap.add_argument("--px", type=int, default=64)
     ap.add_argument("--batch-size", type=int, default=128)
     args = ap.parse_args()
-    sizes = [int(s) for s in (args.sizes or ("1000,2000,4000" if args.quick else "5000,20000,80000")).split(",")]
+    sizes = [int(s) for s in (args.sizes or ("500,1000" if args.quick else "5000,20000,80000")).split(",")]
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench_data_scale_") as tmp:
         for n in sizes:

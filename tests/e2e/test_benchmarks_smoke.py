@@ -19,6 +19,7 @@ SCRIPTS = {
     "fisher": "bench_fisher.py",
     "scheduler_scale": "bench_scheduler_scale.py",
     "data_path": "bench_data_path.py",
+    "data_scale": "bench_data_scale.py",
     "inner_loop": "bench_inner_loop.py",
     "trial_overhead": "bench_trial_overhead.py",
     "search_efficiency": "bench_search_efficiency.py",
@@ -62,6 +63,9 @@ def test_quick_json(quick_results, key):
         assert all(r["ray_ms"] > 0 and r["ray_tpe_ms"] > 0 for r in data["rows"])
     elif key == "data_path":
         assert data["rows"][0]["packed_s"] > 0 and data["rows"][0]["jpeg_s"] > 0
+    elif key == "data_scale":  # both storage modes at both sizes, each trial's memory measured
+        assert {(r["n"], r["mode"]) for r in data["rows"]} == {(n, m) for n in (500, 1000) for m in ("memory", "mapped")}
+        assert all(r["trial_peak_anon_mb"] > 0 for r in data["rows"]) and data["mapped_trial_private_ratio"] > 0
     elif key == "inner_loop":
         assert data["bare_sps"] > 0 and data["project_train_sps"] > 0 and data["project_with_eval_sps"] > 0
     elif key == "trial_overhead":
