@@ -304,3 +304,36 @@ def build_generic(root: Path, n: int = 20) -> Fixture:
     pd.DataFrame(rows).to_csv(root / "labels.csv", index=False)
     return Fixture(root, _expected(exp), {"table": "labels.csv", "image_column": "path",
                                           "label": "dx in ['mel', 'akiec']", "patient_column": "patient"})
+
+
+# ---------------------------------------------------------------------------------------------
+# an already prepared dataset, for the label-semantics tests
+
+
+#: per sex group: labels (1 = "no finding", i.e. healthy) and a model's P(label 1) for each image.
+#: F calls 2 of 4 sick (label 0) images healthy, M none: FPR of label 1 0.5 vs 0.0 (gap 0.5), while the
+#: FNR of label 1 is 0.0 vs 0.25 (gap 0.25), so the two definitions of underdiagnosis disagree.
+CXR_ROWS = {
+    "F": ([0, 0, 0, 0, 1, 1, 1, 1], [0.9, 0.7, 0.2, 0.1, 0.8, 0.9, 0.6, 0.7]),
+    "M": ([0, 0, 0, 0, 1, 1, 1, 1], [0.1, 0.2, 0.3, 0.4, 0.2, 0.9, 0.8, 0.7]),
+}
+
+
+def build_cxr_prepared(out: Path, disease_label: int = 0) -> tuple[str, np.ndarray]:
+    """A tiny prepared chest X-ray-style dataset, label 1 = "no finding" (``disease_label`` 0 in
+    dataset.json), every row in test; returns (its folder, the fixed model scores of its rows)."""
+    from fairtune_ray.data.manifest import DatasetInfo, write_packed_dataset
+
+    labels, sexes, scores = [], [], []
+    for code, (y, s) in enumerate(CXR_ROWS.values()):
+        labels += y
+        scores += s
+        sexes += [code] * len(y)
+    n = len(labels)
+    manifest = pd.DataFrame({"image": [f"cxr/{i}.png" for i in range(n)], "label": labels, "sex": sexes,
+                             "patient_id": [f"p{i}" for i in range(n)], "split": "test"})
+    info = DatasetInfo("cxr-style", {"sex": dict(enumerate(CXR_ROWS))}, label_names={0: "finding", 1: "no finding"},
+                       disease_label=disease_label)
+    images = (np.full((4, 4, 3), i, np.uint8) for i in range(n))
+    write_packed_dataset(str(out), manifest, images, info)
+    return str(out), np.asarray(scores)

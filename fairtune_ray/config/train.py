@@ -30,8 +30,10 @@ class TrainConfig(StrictSection):
         "'no' on the CPU."))
     objective: str = Field("min_auc", description=(
         "Validation objective the search optimises and the best epoch is chosen by: a metric, which keeps "
-        "its direction (min_auc is maximised, auc_gap minimised), or a linear combination such as "
-        "`min_auc - 0.5*auc_gap`, which is maximised. An unknown metric fails at load."))
+        "its direction (min_auc, es_auc maximised; auc_gap minimised), or a linear combination whose terms all "
+        "pull one way (a negative coefficient reverses a metric): `min_auc - 0.5*auc_gap` is maximised, "
+        "`auc_gap + eodds_diff` minimised; `min_auc + auc_gap` and unknown metrics fail at load. An optional "
+        "`max:` / `min:` prefix states the intended direction."))
     seed: int = Field(0, description=(
         "Seed of a fine-tune (head initialisation, batch order); retrains use seed, seed+1, ... It also "
         "draws the Fisher samples."))

@@ -2,7 +2,8 @@
 
 A prepared dataset is a folder (local path or any pyarrow filesystem URI such as ``s3://``)::
 
-    dataset.json                 name, label names, sensitive-attribute code mappings, image size
+    dataset.json                 name, label names, which label is the disease, sensitive-attribute
+                                 code mappings, image size
     manifest.parquet             one row per image: sample_id, image (source path), label,
                                  one int column per sensitive attribute, patient_id, split, shard
     shards/part-00000.parquet    packed pixels: sample_id, image (uint8 H*W*C bytes), height, width, channels
@@ -40,17 +41,39 @@ class DataError(InputError):
     """Bad dataset input; the message names the file, column or value at fault."""
 
 
+def check_disease_label(value: object, where: str = "disease_label") -> int:
+    """0 or 1 (also as text, from the command line or JSON); anything else is a DataError naming ``where``."""
+    if not isinstance(value, bool) and str(value).strip() in ("0", "1"):
+        return int(str(value).strip())
+    raise DataError(f"{where} must be 0 or 1 (the label value that means the disease), got {value!r}")
+
+
 @dataclass
 class DatasetInfo:
-    """What a manifest's integer codes mean."""
+    """What a manifest's integer codes mean.
+
+    ``disease_label`` is the label value that means the disease: 1 for most datasets, 0 where label 1
+    is "no finding" (CheXpert, MIMIC-CXR). Underdiagnosis (a sick patient called healthy) is the FNR
+    of label 1 in the first case and its FPR in the second, so every metric reads it from here. A
+    dataset.json written before the key existed reads as 1, which is what every metric assumed then.
+    """
 
     name: str
     attributes: dict[str, dict[int, str]]
     label_names: dict[int, str] = field(default_factory=lambda: {0: "negative", 1: "positive"})
+    disease_label: int = 1
     image_size: int = 0
     channels: int = 3
     source: str = ""
     extra: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.disease_label = check_disease_label(self.disease_label, f"{INFO_FILE}: disease_label")
+
+    @property
+    def positive_is_disease(self) -> bool:
+        """Whether label 1 (the class the model scores) is the disease: what the metrics take."""
+        return self.disease_label == 1
 
     def to_json(self) -> str:
         d = asdict(self)

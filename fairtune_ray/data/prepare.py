@@ -202,7 +202,8 @@ def build_manifest(adapter: Adapter, ctx: AdapterContext, *, drop_missing: bool 
     table, split_rule = _apply_split(table, result, adapter, ctx, attrs, drops, drop_missing, notes)
     table = _check_image_files(table, adapter, ctx, drops, drop_missing, notes)
     manifest = _in_manifest_order(table, attrs)
-    info = DatasetInfo(name=adapter.name, attributes=attrs, label_names=dict(result.label_names), source=str(ctx.root))
+    info = DatasetInfo(name=adapter.name, attributes=attrs, label_names=dict(result.label_names),
+                       disease_label=adapter.disease_label_of(result), source=str(ctx.root))
     info.extra = {"adapter": adapter.name, "options": {k: _jsonable(v) for k, v in ctx.options.items()},
                   "split": split_rule, "split_unit": adapter.unit, **_jsonable(result.extra), "dropped": drops.records}
     validate_manifest(manifest, info, where=f"{adapter.name} manifest")
@@ -345,5 +346,5 @@ def format_summary(summary: list[dict], info: DatasetInfo) -> str:
         rows.append({"split": r["split"], "attribute": attr, "group": name, "count": r["count"],
                      "prevalence": "-" if prev != prev else f"{prev:.3f}"})
     df = pd.DataFrame(rows, columns=["split", "attribute", "group", "count", "prevalence"])
-    pos = info.label_names.get(1, "positive")
-    return f"label 1 = {pos}; prevalence = share of label 1\n" + df.to_string(index=False)
+    disease = "" if info.positive_is_disease else "; the disease is label 0"
+    return f"label 1 = {info.label_names.get(1, 'positive')}{disease}; prevalence = share of label 1\n" + df.to_string(index=False)

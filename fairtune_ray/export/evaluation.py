@@ -14,21 +14,26 @@ from fairtune_ray.metrics import bootstrap_intervals, compute_metrics, group_key
 from fairtune_ray.tracking.mlflow_runs import ROLE_TAG, log_metrics, start_parent_run
 
 GROUP_INTERVAL_FIELDS = ("auc", "acc", "tpr", "fpr")
-CROSS_METRICS = ("overall_auc", "overall_acc", "min_auc", "auc_gap", "eodds_diff", "eop_diff", "dp_diff",
+CROSS_METRICS = ("overall_auc", "overall_acc", "min_auc", "auc_gap", "es_auc", "eodds_diff", "eop_diff", "dp_diff",
                  "underdiag_gap", "overall_ece")
 GROUP_COLUMNS = [("group", "group"), ("n", "n"), ("prevalence", "prev."), ("auc", "AUC [95% CI]"),
                  ("acc", "acc [95% CI]"), ("tpr", "TPR [95% CI]"), ("fpr", "FPR [95% CI]"), ("ece", "ECE")]
 
 
 def evaluate_scores(labels: np.ndarray, scores: np.ndarray, groups: np.ndarray, group_names: dict[int, str], *,
-                    threshold: float = 0.5, n_boot: int = 1000, seed: int = 0) -> dict:
-    """{"metrics": every metric at the point, "intervals": {metric: point, lo, hi, n_valid}}."""
-    point = compute_metrics(labels, scores, groups, group_names, threshold=threshold)
+                    threshold: float = 0.5, n_boot: int = 1000, seed: int = 0, positive_is_disease: bool = True) -> dict:
+    """{"metrics": every metric at the point, "intervals": {metric: point, lo, hi, n_valid}}.
+
+    ``positive_is_disease`` is the evaluated dataset's (dataset.json ``disease_label == 1``): its labels
+    are the ones scored, so it decides whether underdiagnosis is the FNR or the FPR of label 1."""
+    point = compute_metrics(labels, scores, groups, group_names, threshold=threshold,
+                            positive_is_disease=positive_is_disease)
     present = [group_names.get(int(c), str(c)) for c in np.unique(groups)]
     names = [group_key(g, f) for g in present for f in GROUP_INTERVAL_FIELDS] + list(CROSS_METRICS)
     intervals = bootstrap_intervals(labels, scores, groups, names, n_boot=n_boot, seed=seed,
-                                    group_names=group_names, threshold=threshold)
-    return {"metrics": point, "groups": present,
+                                    group_names=group_names, threshold=threshold,
+                                    positive_is_disease=positive_is_disease)
+    return {"metrics": point, "groups": present, "positive_is_disease": bool(positive_is_disease),
             "intervals": {k: {f: float(v[f]) for f in ("point", "lo", "hi", "n_valid")} for k, v in intervals.items()}}
 
 

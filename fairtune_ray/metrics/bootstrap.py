@@ -200,14 +200,16 @@ def _as_seed_list(scores) -> list[np.ndarray]:
 
 
 def objective_bound(y_true: ArrayLike, scores: ArrayLike, groups: ArrayLike, objective: Objective, n_boot: int = 200,
-                    seed: int = 0, quantile: float = 0.1, group_names: Optional[dict[int, str]] = None) -> float:
+                    seed: int = 0, quantile: float = 0.1, group_names: Optional[dict[int, str]] = None,
+                    positive_is_disease: bool = True) -> float:
     """The pessimistic bootstrap bound of an objective: its ``quantile`` over group x label stratified
-    resamples when maximised, its ``1 - quantile`` when minimised.
+    resamples when maximised, its ``1 - quantile`` when minimised. ``positive_is_disease`` is the
+    dataset's (an ``underdiag_gap`` term counts the FNR of the disease label).
 
     A search that ranks trials by this bound prefers a configuration that is good on most resamples of
     a small validation split over one that won a single draw. NaN when no replicate is defined.
     """
-    evaluate = seed_averaged(y_true, scores, groups, list(objective.terms), group_names, 0.5, True)
+    evaluate = seed_averaged(y_true, scores, groups, list(objective.terms), group_names, 0.5, positive_is_disease)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UndefinedGroupMetricWarning)
         [reps] = replicates([evaluate], n_boot, seed)

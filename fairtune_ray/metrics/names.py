@@ -12,7 +12,7 @@ GROUP_FIELDS: tuple[str, ...] = (
 #: un-prefixed cross-group / whole-split metrics
 OVERALL_METRICS: tuple[str, ...] = (
     "overall_auc", "overall_acc", "overall_bce", "overall_ece",
-    "min_auc", "max_auc", "auc_gap", "min_acc", "acc_gap", "max_group_loss",
+    "min_auc", "max_auc", "auc_gap", "es_auc", "min_acc", "acc_gap", "max_group_loss",
     "dp_diff", "eop_diff", "eodds_diff", "underdiag_gap", "n_groups_auc_undefined",
 )
 

@@ -54,16 +54,17 @@ def verdict(lo: float, hi: float, higher_is_better: bool) -> str:
 
 def paired_differences(y_true, scores_a: Scores, scores_b: Scores, groups, metric_names: list[str], n_boot: int = 500,
                        seed: int = 0, alpha: float = 0.05, group_names: Optional[dict[int, str]] = None,
-                       threshold: float = 0.5) -> dict[str, PairedDifference]:
+                       threshold: float = 0.5, positive_is_disease: bool = True) -> dict[str, PairedDifference]:
     """``{metric: A - B}`` for two models' scores (each one array or one per retrain seed, averaged as in
     :func:`~fairtune_ray.metrics.bootstrap.bootstrap_intervals`) on the same labels and groups.
 
     ``metric_names`` must be named objectives (``min_auc``, ``auc_gap``, ...): their direction decides
     the verdict. With the same ``seed``, the resamples are those of ``bootstrap_intervals``.
+    ``positive_is_disease`` is the dataset's (dataset.json ``disease_label == 1``).
     """
     higher = {m: parse_objective(m).mode == "max" for m in metric_names}
-    a = seed_averaged(y_true, scores_a, groups, list(metric_names), group_names, threshold, True)
-    b = seed_averaged(y_true, scores_b, groups, list(metric_names), group_names, threshold, True)
+    a = seed_averaged(y_true, scores_a, groups, list(metric_names), group_names, threshold, positive_is_disease)
+    b = seed_averaged(y_true, scores_b, groups, list(metric_names), group_names, threshold, positive_is_disease)
     with warnings.catch_warnings():  # the intervals of each model already report undefined groups
         warnings.simplefilter("ignore", UndefinedGroupMetricWarning)
         point = a(None) - b(None)

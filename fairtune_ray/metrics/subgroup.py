@@ -94,7 +94,7 @@ def _compute(
         per_group[name] = group_stats(y[m], s[m], pred[m], fields, fast, f"group '{name}'")
         out.update({group_key(name, f): v for f, v in per_group[name].items()})
 
-    out.update(aggregate(per_group, fields, positive_is_disease))
+    out.update(aggregate(per_group, fields, positive_is_disease, overall=out))
     return out
 
 

@@ -174,7 +174,7 @@ def _roc_figure(data: RunData) -> Figure:
         d = data.scores[m]
         s = np.asarray(d["scores"], dtype=float).mean(axis=0)
         curves[m] = roc_points(d["labels"], s, d["groups"], names, include_overall=True)
-        met = compute_metrics(d["labels"], s, d["groups"], names)
+        met = compute_metrics(d["labels"], s, d["groups"], names)  # AUCs only: the same whichever label is the disease
         aucs[m] = {"overall": met.get("overall_auc", float("nan")),
                    **{g: met.get(f"group/{g}/auc", float("nan")) for g in curves[m] if g != "overall"}}
         if not counts:

@@ -23,6 +23,6 @@ def group_table(metrics: dict, group_names: dict[int, str]) -> str:
     for r in rows:
         r["n"] = int(r["n"]) if r.get("n") == r.get("n") else r.get("n")
     summary = (f"worst-group AUC {fmt_value(metrics.get('min_auc'))}, AUC gap {fmt_value(metrics.get('auc_gap'))}, "
-               f"eq-odds diff {fmt_value(metrics.get('eodds_diff'))}, "
+               f"eq-odds diff {fmt_value(metrics.get('eodds_diff'))}, ES-AUC {fmt_value(metrics.get('es_auc'))}, "
                f"dem. parity diff {fmt_value(metrics.get('dp_diff'))}")
     return format_table(rows, GROUP_COLUMNS) + "\n" + summary

@@ -21,7 +21,7 @@ from fairtune_ray.common.tables import format_table
 from fairtune_ray.metrics.paired import PairedDifference
 from fairtune_ray.models.naming import short_mask_label
 
-TABLE_METRICS = ("overall_auc", "min_auc", "auc_gap", "eodds_diff")
+TABLE_METRICS = ("overall_auc", "min_auc", "auc_gap", "eodds_diff", "es_auc")
 PAIRED_METRICS = ("min_auc", "auc_gap", "overall_auc")  # selected - each other row, paired bootstrap
 #: measured on the training split at the tested epoch, beside the test values: the fairness generalisation gap
 TRAIN_METRICS = ("min_auc", "overall_auc")
@@ -134,7 +134,7 @@ def selected_row(rows: Sequence[ResultRow]) -> Optional[ResultRow]:
 RESULT_COLUMNS = [("method", "method"), ("mask", "mask"), ("lr", "lr"), ("trainable_params", "trainable"),
                   ("overall_auc", "test AUC [95% CI]"), ("train_min_auc", "train worst-group AUC"),
                   ("min_auc", "test worst-group AUC"),
-                  ("auc_gap", "AUC gap"), ("eodds_diff", "eq-odds diff")]
+                  ("auc_gap", "AUC gap"), ("eodds_diff", "eq-odds diff"), ("es_auc", "ES-AUC")]
 
 
 def results_table(rows: Sequence[ResultRow]) -> str:

@@ -5,6 +5,8 @@ columns) and returns a table with one row per image: ``image`` (path relative to
 optionally ``image_key`` (a member inside a container file such as an ``.h5``), ``label`` (0/1),
 ``patient_id``, one integer column per sensitive attribute (``NaN`` where the dataset records
 the value as unknown) and optionally ``split`` (when the dataset ships an official split).
+``disease_label`` says which label value is the disease (0 where label 1 is "no finding"); it is
+recorded in dataset.json so the underdiagnosis metrics count the right error.
 ``fairtune_ray.data.prepare`` does the rest: attribute selection, splits, validation, decoding.
 Shared helpers live next to this module: ``tables`` (finding and reading metadata files) and
 ``columns`` (coding values into attribute codes); ``registry`` holds ``@register_adapter``.
@@ -81,6 +83,7 @@ class AdapterResult:
     reader: Callable[..., Any] = read_pil
     split_policy: str = "random"            # "official" when the table carries a split column
     extra: dict = field(default_factory=dict)
+    disease_label: Optional[int] = None     # None: the adapter's class-level ``disease_label``
 
 
 class DropLog:
@@ -110,6 +113,7 @@ class Adapter:
     source_url: ClassVar[str] = ""
     unit: ClassVar[str] = "patient"            # what one patient_id stands for (patient, lesion, image)
     label_names: ClassVar[dict[int, str]] = {0: "negative", 1: "positive"}
+    disease_label: ClassVar[int] = 1           # the label value that means the disease (0: label 1 is healthy)
     attributes: ClassVar[dict[str, dict[int, str]]] = {}
     default_attributes: ClassVar[tuple[str, ...]] = ()
     options: ClassVar[dict[str, Option]] = {}
@@ -128,6 +132,10 @@ class Adapter:
             except (TypeError, ValueError) as err:
                 raise DataError(f"{self.name}: option '{key}': {err}") from None
         return out
+
+    def disease_label_of(self, result: AdapterResult) -> int:
+        """The disease label to record: the result's when it sets one (a per-run option), else the class's."""
+        return self.disease_label if result.disease_label is None else result.disease_label
 
     def requested_attributes(self, ctx: AdapterContext) -> list[str]:
         """The attributes to produce; names not offered by this dataset are an error."""

@@ -13,6 +13,7 @@ CheXpert folder or its parent)::
                               given with ``--option demographics=PATH``. Needed only for ``race``.
 
 Label: "No Finding" == 1 (blank means not mentioned, i.e. 0; -1, uncertain, is dropped).
+Label 1 is healthy, so dataset.json records ``disease_label: 0`` (underdiagnosis is then the FPR of label 1).
 Frontal views only by default (``--option frontal_only=false`` keeps laterals). Official split:
 ``valid.csv`` (the public validation set, disjoint patients) becomes ``test``; ``train.csv`` is
 split by patient into train/val in the ratio of the train/val fractions
@@ -60,6 +61,7 @@ class CheXpertAdapter(Adapter):
     title = "CheXpert"
     source_url = "https://stanfordaimi.azurewebsites.net/datasets/8cbd9ed4-2eb9-4565-affc-111cf4f7ebe2"
     label_names = {0: "finding", 1: "no finding"}
+    disease_label = 0  # label 1 is "no finding" (healthy): the disease is label 0
     attributes = {"sex": SEX, "age_binary": AGE_BINARY, "age_5": AGE_5, "race": RACE}
     default_attributes = ("sex", "age_binary", "age_5", "race")
     options = {

@@ -32,6 +32,7 @@ class Fitzpatrick17kAdapter(Adapter):
     source_url = "https://github.com/mattgroh/fitzpatrick17k"
     unit = "image"
     label_names = {0: "non-malignant", 1: "malignant"}
+    disease_label = 1  # malignant
     attributes = {"skin_type_binary": SKIN_TYPE_BINARY, "skin_type": SKIN_TYPE}
     default_attributes = ("skin_type_binary", "skin_type")
     options = {"skin_column": Option("fitzpatrick_scale",

@@ -11,6 +11,9 @@ A CSV (or CSV.gz/TSV) or Parquet table with one row per image::
     --option patient_column=patient_id   optional split unit (default: each image)
     --option split_column=split          optional official split (train/val/test; valid/validate
                                          also accepted)
+    --option disease_label=1             which label value is the disease: 1 (default), or 0 when
+                                         label 1 means healthy (e.g. "`No Finding` == 1"); recorded
+                                         in dataset.json so underdiagnosis counts the right error
 
 Sensitive attributes are given as ``--attribute SPEC`` where SPEC is ``NAME`` (a categorical
 column of that name), ``NAME=COLUMN`` (renamed) or ``NAME=COLUMN:C1,C2,...`` (a numeric column
@@ -35,7 +38,7 @@ from fairtune_ray.data.adapters.base import Adapter, AdapterContext, AdapterResu
 from fairtune_ray.data.adapters.columns import is_missing
 from fairtune_ray.data.adapters.registry import register_adapter
 from fairtune_ray.data.adapters.tables import read_table, require_columns
-from fairtune_ray.data.manifest import DataError
+from fairtune_ray.data.manifest import DataError, check_disease_label
 
 _SPLITS = {"train": "train", "training": "train", "val": "val", "valid": "val", "validate": "val",
            "validation": "val", "dev": "val", "test": "test", "testing": "test"}
@@ -73,6 +76,11 @@ def bin_names(points: list[float]) -> dict[int, str]:
     return names
 
 
+def _disease_label_option(value: Any) -> int:
+    """0 or 1; otherwise a DataError (a ValueError), which ``resolve_options`` reports naming the option."""
+    return check_disease_label(value, "the value")
+
+
 def _sort_key(v: Any) -> tuple:
     return (0, float(v), "") if isinstance(v, (int, float, np.integer, np.floating)) else (1, 0.0, str(v))
 
@@ -92,6 +100,8 @@ class GenericAdapter(Adapter):
         "split_column": Option(None, "column with an official train/val/test split"),
         "positive_name": Option("positive", "name recorded for label 1"),
         "negative_name": Option("negative", "name recorded for label 0"),
+        "disease_label": Option(1, "label value that means the disease: 1, or 0 when label 1 is healthy",
+                                type=_disease_label_option),
     }
 
     def requested_attributes(self, ctx: AdapterContext) -> list[str]:
@@ -151,6 +161,7 @@ class GenericAdapter(Adapter):
         return AdapterResult(
             table=table, attributes=attributes,
             label_names={0: opts["negative_name"], 1: opts["positive_name"]}, split_policy=policy,
+            disease_label=opts["disease_label"],
             extra={"table": str(table_path), "label_rule": opts["label"], "attribute_specs": list(ctx.attributes or []),
                    "dropped": drops.records},
         )

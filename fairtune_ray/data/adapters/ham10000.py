@@ -32,6 +32,7 @@ class HAM10000Adapter(Adapter):
     source_url = "https://doi.org/10.7910/DVN/DBW86T"
     unit = "lesion"
     label_names = {0: "benign", 1: "malignant"}
+    disease_label = 1  # malignant
     attributes = {"sex": SEX, "age_binary": AGE_BINARY, "age_5": AGE_5}
     default_attributes = ("sex", "age_binary", "age_5")
     options = {"malignant": Option("akiec,mel", "comma-separated dx codes counted as malignant",

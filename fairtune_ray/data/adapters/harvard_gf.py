@@ -85,6 +85,7 @@ class HarvardGFAdapter(Adapter):
     title = "Harvard-GF3300"
     source_url = "https://ophai.hms.harvard.edu/datasets/harvard-glaucoma-fairness-3300-samples/"
     label_names = {0: "non-glaucoma", 1: "glaucoma"}
+    disease_label = 1  # glaucoma
     attributes = {"race": RACE, "sex": SEX, "age_binary": AGE_BINARY, "age_5": AGE_5}
     default_attributes = ("race", "sex", "age_binary", "age_5")
     options = {

@@ -14,8 +14,9 @@ module (https://physionet.org/content/mimiciv/). Expected (``.csv`` or the publi
 
 The MIMIC-IV files are searched below the root, or given with ``--option mimic_iv=FOLDER``.
 Label: "No Finding" == 1 (blank = 0; -1 uncertain dropped; studies without a label row
-dropped). Views: PA and AP by default (``--option views=PA,AP,LATERAL``). Age at the study:
-``anchor_age + (study year - anchor_year)`` (both dates share MIMIC's per-patient shift).
+dropped); label 1 is healthy, so dataset.json records ``disease_label: 0``. Views: PA and AP by
+default (``--option views=PA,AP,LATERAL``). Age at the study: ``anchor_age + (study year -
+anchor_year)`` (both dates share MIMIC's per-patient shift).
 Race per patient from admissions (White, Black, Asian, Hispanic/Latino, Other); a patient with
 conflicting recorded races is treated as unknown (counted). Split: the official split file.
 """
@@ -67,6 +68,7 @@ class MimicCxrAdapter(Adapter):
     title = "MIMIC-CXR-JPG"
     source_url = "https://physionet.org/content/mimic-cxr-jpg/"
     label_names = {0: "finding", 1: "no finding"}
+    disease_label = 0  # label 1 is "no finding" (healthy): the disease is label 0
     attributes = {"sex": SEX, "age_binary": AGE_BINARY, "age_5": AGE_5, "race": RACE}
     default_attributes = ("sex", "age_binary", "age_5", "race")
     options = {

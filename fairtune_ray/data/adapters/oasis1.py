@@ -75,6 +75,7 @@ class Oasis1Adapter(Adapter):
     title = "OASIS-1"
     source_url = "https://www.oasis-brains.org/"
     label_names = {0: "non-demented", 1: "dementia (CDR > 0)"}
+    disease_label = 1  # dementia
     attributes = {"sex": SEX, "age_binary": AGE_BINARY, "age_5": AGE_5}
     default_attributes = ("sex", "age_binary", "age_5")
     options = {

@@ -63,6 +63,7 @@ class OL3IAdapter(Adapter):
     title = "OL3I"
     source_url = "https://stanfordaimi.azurewebsites.net/datasets/3263e34a-252e-460f-8f63-d585a9bfecfc"
     label_names = {0: "no IHD", 1: "IHD"}
+    disease_label = 1  # ischemic heart disease
     attributes = {"sex": SEX, "age_binary": AGE_BINARY, "age_5": AGE_5}
     default_attributes = ("sex", "age_binary", "age_5")
     options = {

@@ -46,6 +46,7 @@ class PapilaAdapter(Adapter):
     title = "PAPILA"
     source_url = "https://doi.org/10.6084/m9.figshare.14798004"
     label_names = {0: "healthy", 1: "glaucoma"}
+    disease_label = 1  # glaucoma
     attributes = {"sex": SEX, "age_binary": AGE_BINARY, "age_5": AGE_5}
     default_attributes = ("sex", "age_binary", "age_5")
 

@@ -44,7 +44,7 @@ from fairtune_ray.training.spec import TrialSpec
 def retrain_and_test(p: Prepared, selection: Selection, log: Callable = print) -> Tested:
     trained: dict[str, dict] = {}
     rows = retrain_candidates(p.cfg, selection.candidates, p.data, p.checkpoint, p.group_names, log, exported=trained)
-    compare_with_selected(p.cfg, rows, p.group_names)
+    compare_with_selected(p.cfg, rows, p.group_names, p.data.info.positive_is_disease)
     write_results(rows, p.run_dir)
     save_test_scores(rows, p.run_dir / SCORES_FILE, p.group_names)  # for the report's ROC curves
     write_exports(p, selection.candidates, rows, trained)
@@ -69,7 +69,8 @@ def retrain_candidates(cfg: ExperimentConfig, candidates: list[Candidate], data:
     outputs = dict(zip(futures, ray.get(list(futures.values()))))
     if exported is not None:
         exported.update({m: outputs[(m, seeds[0])] for m in export})
-    return [result_row(cfg, c, [outputs[(c.method, s)] for s in seeds], group_names) for c in candidates]
+    return [result_row(cfg, c, [outputs[(c.method, s)] for s in seeds], group_names,
+                       positive_is_disease=data.info.positive_is_disease) for c in candidates]
 
 
 def _retrain(cfg_dict: dict, spec: TrialSpec, data: PackedDataset, checkpoint: CheckpointLike,
@@ -91,7 +92,8 @@ def _retrain(cfg_dict: dict, spec: TrialSpec, data: PackedDataset, checkpoint: C
     return out
 
 
-def compare_with_selected(cfg: ExperimentConfig, rows: list[ResultRow], group_names: dict[int, str]) -> None:
+def compare_with_selected(cfg: ExperimentConfig, rows: list[ResultRow], group_names: dict[int, str],
+                          positive_is_disease: bool = True) -> None:
     """Fill each other row's ``vs_selected``: selected - row on the same bootstrap resamples (paired)."""
     selected = selected_row(rows)
     if selected is None or selected.scores is None:
@@ -105,15 +107,19 @@ def compare_with_selected(cfg: ExperimentConfig, rows: list[ResultRow], group_na
                                "a paired comparison needs the same test split in the same order")
         row.vs_selected = paired_differences(selected.scores.labels, selected.scores.scores, row.scores.scores,
                                              selected.scores.groups, list(PAIRED_METRICS), n_boot=cfg.search.bootstrap,
-                                             seed=cfg.search.seed, group_names=group_names)
+                                             seed=cfg.search.seed, group_names=group_names,
+                                             positive_is_disease=positive_is_disease)
 
 
-def result_row(cfg: ExperimentConfig, c: Candidate, runs: list[dict], group_names: dict[int, str]) -> ResultRow:
-    """The candidate's row: seed-averaged test metrics with bootstrap intervals and the per-seed spread."""
+def result_row(cfg: ExperimentConfig, c: Candidate, runs: list[dict], group_names: dict[int, str],
+               positive_is_disease: bool = True) -> ResultRow:
+    """The candidate's row: seed-averaged test metrics with bootstrap intervals and the per-seed spread.
+    ``positive_is_disease`` is the dataset's (dataset.json ``disease_label == 1``), as in the loop's metrics."""
     labels, groups = runs[0]["labels"], runs[0]["groups"]
     scores = [r["scores"] for r in runs]
     intervals = bootstrap_intervals(labels, scores, groups, list(TABLE_METRICS), n_boot=cfg.search.bootstrap,
-                                    seed=cfg.search.seed, group_names=group_names)
+                                    seed=cfg.search.seed, group_names=group_names,
+                                    positive_is_disease=positive_is_disease)
     test = {m: MetricInterval(intervals[m]["point"], intervals[m]["lo"], intervals[m]["hi"],
                               float(np.nanstd([r["test_metrics"][m] for r in runs])))
             for m in TABLE_METRICS}
