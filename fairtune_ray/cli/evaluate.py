@@ -19,12 +19,12 @@ def cmd_evaluate(args) -> int:
 
     uri = resolve_tracking_uri(args.tracking_uri)
     with tempfile.TemporaryDirectory(prefix="fairtune-model-") as tmp:
-        job = prepare_scoring(args.model, args.data, args.split, uri, tmp, attribute=args.attribute)
+        job = prepare_scoring(args.model, args.data, args.split, uri, tmp, attribute=_attributes(args.attribute))
         scores = score_job(job, device=args.device)
-        manifest, attribute = job.data.manifest, job.attribute
-        group_names = job.data.info.attributes[attribute]
-        result = evaluate_scores(manifest["label"].to_numpy(), scores, manifest[attribute].to_numpy(), group_names,
-                                 threshold=float(job.meta.get("threshold", 0.5)), n_boot=args.bootstrap, seed=args.seed)
+        manifest, attribute, groups = job.data.manifest, job.attribute, job.data.groups
+        result = evaluate_scores(manifest["label"].to_numpy(), scores, groups.encode(manifest), groups.names,
+                                 threshold=float(job.meta.get("threshold", 0.5)), n_boot=args.bootstrap, seed=args.seed,
+                                 positive_is_disease=job.data.info.positive_is_disease)
         report = {**describe_job(args, job), "bootstrap": args.bootstrap, "seed": args.seed, **result}
         atomic_write_text(args.out, json.dumps(json_safe(report), indent=2, default=float))
         print(f"{report['summary']}\n\nper group ({attribute}), 95% bootstrap intervals:\n{group_table(result)}\n\n"
@@ -37,6 +37,14 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
+def _attributes(text):
+    """``--attribute``: one name, or several separated by commas (intersectional groups); None: the model's."""
+    if not text:
+        return None
+    names = [a.strip() for a in text.split(",") if a.strip()]
+    return names[0] if len(names) == 1 else names
+
+
 def _at_least_one(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -47,7 +55,8 @@ def _at_least_one(text: str) -> int:
 def register(sub: argparse._SubParsersAction) -> None:
     sp = sub.add_parser("evaluate", help="per-group metrics with 95%% intervals of an exported model on a dataset")
     add_model_arguments(sp, default_split="test")
-    sp.add_argument("--attribute", help="sensitive attribute to audit (default: the model's own)")
+    sp.add_argument("--attribute", help="sensitive attribute to audit, or several separated by commas for their "
+                                        "intersectional groups, e.g. sex,age_binary (default: the model's own)")
     sp.add_argument("--out", default="evaluation.json", help="JSON file to write (default evaluation.json)")
     sp.add_argument("--bootstrap", type=_at_least_one, default=1000, help="bootstrap replicates (default 1000)")
     sp.add_argument("--seed", type=int, default=0, help="seed of the bootstrap resamples")

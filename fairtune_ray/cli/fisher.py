@@ -24,12 +24,14 @@ def _fmt_table(summary, top: int | None) -> str:
 
 def cmd_fisher(args) -> int:
     # lazy: torch (and Ray with --ray), only for this command
+    from fairtune_ray.data.groups import report_small_groups
     from fairtune_ray.data.loading import load_dataset
     from fairtune_ray.fisher.cache import compute_fisher, layer_summary
     from fairtune_ray.training.pretrain import resolve_checkpoint
 
     cfg = load_args_config(args)
     data = load_dataset(cfg.data)
+    report_small_groups(data.groups, print)
     checkpoint = resolve_checkpoint(cfg)
     if args.ray:
         import ray  # lazy: only with --ray
@@ -40,7 +42,7 @@ def cmd_fisher(args) -> int:
     result = compute_fisher(cfg, data, checkpoint, use_ray=bool(args.ray))
     summary = layer_summary(result.stats)
     samples = ", ".join(f"{g}: {n}" for g, n in result.meta.get("samples", {}).items())
-    print(f"\nper-group Fisher by {cfg.data.sensitive_attribute} ({samples} samples) at the pre-trained "
+    print(f"\nper-group Fisher by {data.groups.attribute} ({samples} samples) at the pre-trained "
           f"weights of {cfg.backbone.name}; {sum(t.numel() for t in result.D.values()):,} parameters in "
           f"{len(summary)} linear/norm layers; mean disparity {result.mean_disparity:.3e}"
           f"{' (cached)' if result.cached else ''}\n")

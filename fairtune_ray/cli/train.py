@@ -15,6 +15,7 @@ def cmd_pretrain(args) -> int:
 
 def cmd_finetune(args) -> int:
     # lazy: torch, timm and Accelerate, only for this command
+    from fairtune_ray.data.groups import report_small_groups
     from fairtune_ray.data.loading import load_dataset
     from fairtune_ray.reporting.tables import group_table
     from fairtune_ray.search.preflight import check_mask
@@ -24,7 +25,8 @@ def cmd_finetune(args) -> int:
 
     cfg = load_args_config(args)
     mask = str(check_mask(cfg, args.mask, "--mask"))  # before the data are loaded and the backbone pre-trained
-    data = load_dataset(cfg.data)
+    data = load_dataset(cfg.data)  # data.small_groups: reject fails here
+    report_small_groups(data.groups, print)
     checkpoint = resolve_checkpoint(cfg)
     spec = TrialSpec(mask=mask, lr=args.lr or cfg.train.lr, seed=cfg.train.seed if args.seed is None else args.seed,
                      epochs=args.epochs)
@@ -34,11 +36,11 @@ def cmd_finetune(args) -> int:
               f"val AUC {m['val/overall_auc']:.4f}", flush=True)
 
     fit = fine_tune(cfg, spec, data, checkpoint, on_epoch=on_epoch, final_splits=("val", "test"))
-    names = data.info.attributes[cfg.data.sensitive_attribute]
+    names = data.groups.names
     print(f"\nmask {mask}: {fit.trainable_params:,} of {fit.total_params:,} parameters trainable; "
           f"best epoch {fit.best_epoch}; {fit.train_samples_per_s:.0f} training images/s")
     for split in ("val", "test"):
-        print(f"\n{split} ({cfg.data.sensitive_attribute})\n{group_table(fit.final[split], names)}")
+        print(f"\n{split} ({data.groups.attribute})\n{group_table(fit.final[split], names)}")
     return 0
 
 

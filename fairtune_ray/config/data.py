@@ -1,9 +1,9 @@
 """The ``data`` section: which dataset, which attribute defines the groups, how batches are drawn."""
 from __future__ import annotations
 
-from typing import Literal, Optional
+from typing import Literal, Optional, Union
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from fairtune_ray.config.base import StrictSection
 
@@ -68,9 +68,21 @@ class DataConfig(StrictSection):
         "prepared with `fairtune-ray data prepare`."))
     synthetic: SyntheticConfig = Field(SyntheticConfig(), description=(
         "The embedded dataset's settings; used only when `data.source` is 'synthetic'."))
-    sensitive_attribute: str = Field("skin_tone", description=(
+    sensitive_attribute: Union[str, list[str]] = Field("skin_tone", description=(
         "Manifest column whose codes define the demographic groups every metric is computed over (e.g. "
-        "sex, age, skin_type); it must be one of the attributes the prepared dataset records."))
+        "sex, age, skin_type); it must be one of the attributes the prepared dataset records. A list, "
+        "e.g. [sex, age_binary], makes intersectional groups: the product of the attributes' codes, named "
+        "like 'F × >=60' (value names joined by ' × ', in the order of the list)."))
+    min_group_size: int = Field(5, ge=0, description=(
+        "Fewest rows a group may have in each split (train, val, test) before `small_groups` applies; 0 "
+        "turns the rule off. Counted on the whole dataset before the search starts, and listed there with "
+        "each group's rows per split. The default keeps every group of the embedded synthetic data "
+        "(its smallest, the dark tone, has 51 training images in the demo and 8 test images in the "
+        "tests' 300-image version); intersectional groups are often smaller."))
+    small_groups: Literal["merge", "reject"] = Field("merge", description=(
+        "What happens to a group under `min_group_size` in a split: 'merge' pools such groups into one "
+        "group named 'other' (coded last) and prints a warning; 'reject' stops with an error that lists "
+        "them, before any Ray process starts."))
     cache_dir: str = Field(".fairtune_cache", description=(
         "Folder for generated data, the pre-trained `micro` backbone and the Fisher cache. With the Fisher "
         "method on a multi-node cluster it must be storage every node sees."))
@@ -105,6 +117,21 @@ class DataConfig(StrictSection):
         "orientation); turn off where orientation carries meaning, e.g. chest X-rays. null = on for a "
         "prepared dataset, off for the embedded synthetic data (its demo fits the training set within a few "
         "epochs, which flips prevent); the saved config shows the value used."))
+
+    @field_validator("sensitive_attribute")
+    @classmethod
+    def _attributes_listed_once(cls, value):
+        """A list names one or more attributes, each once; a one-item list is that attribute."""
+        if isinstance(value, str):
+            if not value.strip():
+                raise ValueError("must name an attribute")
+            return value
+        if not value or any(not str(v).strip() for v in value):
+            raise ValueError("must name one or more attributes")
+        twice = sorted({v for v in value if value.count(v) > 1})
+        if twice:
+            raise ValueError(f"names {twice} more than once")
+        return value[0] if len(value) == 1 else list(value)
 
     @model_validator(mode="after")
     def _resolve_source_defaults(self):

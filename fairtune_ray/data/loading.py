@@ -7,7 +7,8 @@ the training device.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Sequence, Union
 
 import numpy as np
 import torch
@@ -15,6 +16,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
 
 from fairtune_ray.config import DataConfig
+from fairtune_ray.data.groups import GroupCoding, attribute_list, coding_for, group_coding
 from fairtune_ray.data.manifest import DataError, load_manifest, pixel_bytes
 from fairtune_ray.data.packed import PackedDataset, load_packed_dataset
 from fairtune_ray.data.pixels import ImageRows
@@ -23,7 +25,8 @@ from fairtune_ray.data.synthetic import load_synthetic
 
 def load_dataset(cfg: DataConfig) -> PackedDataset:
     """The configured dataset: the embedded synthetic default or a prepared folder/URI, held in memory
-    or memory-mapped as ``data.storage`` says (``storage_for``)."""
+    or memory-mapped as ``data.storage`` says (``storage_for``), with its groups (``data.sensitive_attribute``,
+    small groups merged or refused by ``data.min_group_size`` / ``data.small_groups``) attached."""
     if cfg.source == "synthetic":
         data = load_synthetic(cfg.synthetic, cfg.cache_dir)
     else:
@@ -31,7 +34,8 @@ def load_dataset(cfg: DataConfig) -> PackedDataset:
         data = load_packed_dataset(cfg.source, storage=storage_for(cfg, pixel_bytes(manifest, info)),
                                    local_root=cfg.local_dir)
     check_attribute(data, cfg.sensitive_attribute, where=cfg.source)
-    return data
+    groups = group_coding(data.manifest, data.info, cfg.sensitive_attribute, cfg.min_group_size, cfg.small_groups)
+    return replace(data, groups=groups)
 
 
 def storage_for(cfg: DataConfig, nbytes: int) -> str:
@@ -41,10 +45,11 @@ def storage_for(cfg: DataConfig, nbytes: int) -> str:
     return "memory" if nbytes <= cfg.memory_limit_mb * 2**20 else "mapped"
 
 
-def check_attribute(data: PackedDataset, attribute: str, where: str = "dataset") -> None:
-    if attribute not in data.info.attributes or attribute not in data.manifest.columns:
-        raise DataError(f"{where}: sensitive attribute '{attribute}' (config key data.sensitive_attribute) "
-                        f"is not in the manifest; available: {sorted(data.info.attributes)}")
+def check_attribute(data: PackedDataset, attribute: Union[str, Sequence[str]], where: str = "dataset") -> None:
+    for name in attribute_list(attribute):
+        if name not in data.info.attributes or name not in data.manifest.columns:
+            raise DataError(f"{where}: sensitive attribute '{name}' (config key data.sensitive_attribute) "
+                            f"is not in the manifest; available: {sorted(data.info.attributes)}")
     for split in ("train", "val"):
         if not (data.manifest["split"] == split).any():
             raise DataError(f"{where}: the manifest has no '{split}' rows (column 'split')")
@@ -71,10 +76,16 @@ def channels_first(images: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).contiguous()
 
 
-def split_tensors(data: PackedDataset, split: str, attribute: str) -> SplitTensors:
+def split_tensors(data: PackedDataset, split: str, groups: Union[str, Sequence[str], GroupCoding]) -> SplitTensors:
+    """One split's images, labels and group codes; ``groups``: a coding (``coding_for``), or the attribute(s),
+    whose coding is the one attached to ``data`` or else their plain coding (data/groups.py)."""
     part = data.split(split)
+    if isinstance(groups, str) and (data.groups is None or data.groups.attributes != (groups,)):
+        codes = part.manifest[groups].to_numpy()  # one attribute, no coding attached: its codes
+    else:
+        codes = (groups if isinstance(groups, GroupCoding) else coding_for(groups, data)).encode(part.manifest)
     return SplitTensors(part.images, torch.tensor(part.manifest["label"].to_numpy(), dtype=torch.long),
-                        torch.tensor(part.manifest[attribute].to_numpy(), dtype=torch.long))
+                        torch.tensor(codes, dtype=torch.long))
 
 
 class BatchGather(Dataset):

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterable, Optional
+from typing import TYPE_CHECKING, Iterable, Optional
 
 import numpy as np
 import pandas as pd
@@ -12,18 +12,23 @@ from fairtune_ray.data.manifest import DataError, DatasetInfo, load_manifest
 from fairtune_ray.data.pixels import ImageRows, MappedImages
 from fairtune_ray.data.shards import check_all_filled, iter_shards, manifest_positions
 
+if TYPE_CHECKING:
+    from fairtune_ray.data.groups import GroupCoding
+
 
 @dataclass
 class PackedDataset:
     """A prepared dataset: manifest rows aligned with (N, H, W, C) uint8 images.
 
     ``images`` is an ``ImageRows`` view (data/pixels.py): in memory or memory-mapped from a node-local
-    copy; ``split`` and ``only`` narrow the rows without copying pixels.
+    copy; ``split`` and ``only`` narrow the rows without copying pixels. ``groups``: the study's group
+    coding, computed on the whole dataset by ``load_dataset`` (data/groups.py); the narrowed rows keep it.
     """
 
     manifest: pd.DataFrame
     images: ImageRows
     info: DatasetInfo
+    groups: Optional["GroupCoding"] = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.images, ImageRows):
@@ -37,7 +42,8 @@ class PackedDataset:
         return self._rows(self.manifest["split"].isin(list(splits)).to_numpy())
 
     def _rows(self, mask: np.ndarray) -> "PackedDataset":
-        return PackedDataset(self.manifest[mask].reset_index(drop=True), self.images.select(mask), self.info)
+        return PackedDataset(self.manifest[mask].reset_index(drop=True), self.images.select(mask), self.info,
+                             self.groups)
 
 
 def load_packed_dataset(uri: str, storage: str = "memory", local_root: Optional[str] = None) -> PackedDataset:

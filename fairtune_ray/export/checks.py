@@ -3,6 +3,8 @@ before any image is read or the model is built, so bad input fails in a second w
 naming the file, the attribute, the split or the size at fault."""
 from __future__ import annotations
 
+from typing import Sequence, Union
+
 import pandas as pd
 
 from fairtune_ray.data.manifest import SPLITS, DataError, DatasetInfo
@@ -20,10 +22,12 @@ def check_input_size(meta: dict, info: DatasetInfo, where: str) -> None:
                         f"data.channels); prepare the dataset at that size (fairtune-ray data prepare --size {want[0]})")
 
 
-def check_attribute(info: DatasetInfo, manifest: pd.DataFrame, attribute: str, where: str) -> None:
-    if attribute not in info.attributes or attribute not in manifest.columns:
-        raise DataError(f"{where}: sensitive attribute '{attribute}' is not in the dataset; "
-                        f"it records {sorted(info.attributes)} (choose one with --attribute)")
+def check_attribute(info: DatasetInfo, manifest: pd.DataFrame, attribute: Union[str, Sequence[str]], where: str) -> None:
+    """Each of the sensitive attribute(s) must be one the dataset records."""
+    for name in [attribute] if isinstance(attribute, str) else attribute:
+        if name not in info.attributes or name not in manifest.columns:
+            raise DataError(f"{where}: sensitive attribute '{name}' is not in the dataset; "
+                            f"it records {sorted(info.attributes)} (choose one with --attribute)")
 
 
 def split_rows(manifest: pd.DataFrame, split: str, where: str) -> pd.Series:
@@ -41,7 +45,7 @@ def split_rows(manifest: pd.DataFrame, split: str, where: str) -> pd.Series:
 
 
 def check_dataset(meta: dict, info: DatasetInfo, manifest: pd.DataFrame, where: str, split: str,
-                  attribute: str | None = None) -> pd.Series:
+                  attribute: Union[str, Sequence[str], None] = None) -> pd.Series:
     """Every check a scoring command needs; returns the split's row mask."""
     check_input_size(meta, info, where)
     if attribute is not None:

@@ -9,6 +9,7 @@ from typing import Optional
 
 from fairtune_ray.config import ExperimentConfig
 from fairtune_ray.data.fingerprint import dataset_fingerprint
+from fairtune_ray.data.groups import GroupCoding, coding_for
 from fairtune_ray.data.manifest import DatasetInfo
 from fairtune_ray.data.packed import PackedDataset
 from fairtune_ray.export.folder import FORMAT, FORMAT_VERSION
@@ -18,14 +19,23 @@ from fairtune_ray.training.spec import TrialSpec
 THRESHOLD = 0.5  # the decision threshold every metric of the pipeline uses (docs/design.md#objectives-and-metrics)
 
 
-def data_section(cfg: ExperimentConfig, info: DatasetInfo) -> dict:
-    """The input the model takes and the attribute its groups come from."""
+def data_section(cfg: ExperimentConfig, info: DatasetInfo, groups: Optional[GroupCoding] = None) -> dict:
+    """The input the model takes, the attribute(s) its groups come from and what its labels mean.
+    ``sensitive_attribute`` is the attribute's name, or the list of them for intersectional groups;
+    ``group_names`` the groups the model was selected and tested on (``groups``; without it, the one
+    attribute's codes), so that ``evaluate`` scores the same groups."""
     attribute = cfg.data.sensitive_attribute
-    return {"source": cfg.data.source, "dataset": info.name, "sensitive_attribute": attribute,
+    if groups is not None:
+        names = groups.names
+    else:
+        names = info.attributes.get(attribute, {}) if isinstance(attribute, str) else {}
+    return {"source": cfg.data.source, "dataset": info.name, "sensitive_attribute": attribute if isinstance(attribute, str) else list(attribute),
             "image_size": int(info.image_size), "channels": int(info.channels),
             "eval_batch_size": cfg.data.eval_batch_size,
-            "group_names": {str(k): v for k, v in info.attributes.get(attribute, {}).items()},
-            "label_names": {str(k): v for k, v in info.label_names.items()}}
+            "group_names": {str(k): v for k, v in names.items()},
+            "label_names": {str(k): v for k, v in info.label_names.items()},
+            # which label is the disease (dataset.json): 0 where label 1 is "no finding" (CheXpert, MIMIC-CXR)
+            "disease_label": int(info.disease_label)}
 
 
 def model_metadata(cfg: ExperimentConfig, spec: TrialSpec, data: PackedDataset, *, preprocess: dict,
@@ -44,7 +54,7 @@ def model_metadata(cfg: ExperimentConfig, spec: TrialSpec, data: PackedDataset, 
         "spec": spec.to_dict(),
         "lora_rank": cfg.train.lora_rank,
         "objective": cfg.train.objective,
-        "data": data_section(cfg, data.info),
+        "data": data_section(cfg, data.info, coding_for(cfg.data.sensitive_attribute, data)),
         "preprocess": preprocess,
         "positive_label": 1,
         "threshold": THRESHOLD,

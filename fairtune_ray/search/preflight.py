@@ -7,8 +7,10 @@ from typing import TYPE_CHECKING
 import torch
 
 from fairtune_ray.config import ConfigError, ExperimentConfig
+from fairtune_ray.data.groups import coding_for, with_group_column
 from fairtune_ray.data.splits import check_split_coverage
 from fairtune_ray.models import Mask, MaskSpaceError, create_backbone, get_space
+from fairtune_ray.models.lowrank import check_compresses, resolve_linear_targets
 
 if TYPE_CHECKING:
     from fairtune_ray.data.packed import PackedDataset
@@ -53,16 +55,38 @@ def check_resources(cfg: ExperimentConfig, cluster_address: str | None = None) -
 
 
 def check_data_coverage(cfg: ExperimentConfig, data: PackedDataset) -> None:
-    """Every group of ``data.sensitive_attribute`` needs both classes in val and test, or its AUC is
-    undefined for the whole search (and an empty test split is found only after it): a DataError
-    listing each such group with its counts, before any Ray process starts."""
+    """Every group of ``data.sensitive_attribute`` (the product groups of a list, after small groups are
+    merged) needs both classes in val and test, or its AUC is undefined for the whole search (and an
+    empty test split is found only after it): a DataError listing each such group with its counts,
+    before any Ray process starts."""
     if cfg.data.source == "synthetic":
         hint = "Change data.synthetic (e.g. more n_samples, val_samples or test_samples, another seed)"
     else:
         hint = ("Choose another data.sensitive_attribute, or prepare the dataset again: `fairtune-ray data prepare` "
                 "stratifies a random split by attribute x label (another --seed or --split-fractions may help)")
-    check_split_coverage(data.manifest, data.info, cfg.data.sensitive_attribute,
+    groups = coding_for(cfg.data.sensitive_attribute, data)
+    check_split_coverage(with_group_column(data.manifest, groups), groups.names, groups.attribute,
                          where=f"data.source '{cfg.data.source}'", hint=hint)
+
+
+def check_factorisation(cfg: ExperimentConfig, model=None) -> None:
+    """With the Fisher method, every ``fisher.factorise`` target exists and the largest of
+    ``fisher.ranks`` compresses each (r(m+n) < mn). Why here: otherwise the first trial that draws
+    factorisation fails inside a Ray worker, after the data and the Fisher are computed."""
+    from fairtune_ray.search.space import searches_rank  # lazy: search.space imports Ray
+
+    if not searches_rank(cfg):
+        return
+    model = model if model is not None else structure_model(cfg)
+    try:
+        paths = resolve_linear_targets(model, cfg.fisher.factorise)
+    except ValueError as err:
+        raise ConfigError(f"fisher.factorise: {err}; on a backbone without those layers (a CNN) set "
+                          "`fisher.factorise: []`") from None
+    try:
+        check_compresses(model, paths, max(cfg.fisher.ranks))
+    except ValueError as err:
+        raise ConfigError(f"fisher.ranks / fisher.factorise: {err}") from None
 
 
 def preflight(cfg: ExperimentConfig, cluster_address: str | None = None):
@@ -72,4 +96,5 @@ def preflight(cfg: ExperimentConfig, cluster_address: str | None = None):
     space = check_mask_space(cfg, model)
     for i, baseline in enumerate(cfg.search.baselines):
         check_mask(cfg, baseline, f"search.baselines[{i}]", model)
+    check_factorisation(cfg, model)
     return space

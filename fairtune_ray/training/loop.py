@@ -21,6 +21,7 @@ from accelerate.utils import set_seed
 from timm.scheduler import CosineLRScheduler
 
 from fairtune_ray.config import ExperimentConfig
+from fairtune_ray.data.groups import coding_for
 from fairtune_ray.data.loading import BatchTransform, make_loader, split_tensors
 from fairtune_ray.data.packed import PackedDataset
 from fairtune_ray.metrics import compute_metrics, objective_bound, parse_objective
@@ -103,6 +104,7 @@ class _Run:
     scheduler: CosineLRScheduler
     loss_fn: nn.Module
     group_names: dict
+    positive_is_disease: bool = True  # from dataset.json's disease_label: which error is underdiagnosis
     step: int = 0
     seen: int = 0
     train_time: float = 0.0
@@ -149,12 +151,12 @@ def make_loss(cfg: ExperimentConfig, train_labels: torch.Tensor, device) -> nn.M
 
 def _build_run(cfg: ExperimentConfig, spec: TrialSpec, data: PackedDataset, checkpoint: CheckpointLike,
                splits: set[str], accelerator: Accelerator, epochs: int) -> _Run:
-    attribute = cfg.data.sensitive_attribute
+    groups = coding_for(cfg.data.sensitive_attribute, data)  # the whole dataset's groups, attached by load_dataset
     model, trainable, penalty = build_model(cfg, spec, checkpoint, data)
-    train_split = split_tensors(data, "train", attribute)
+    train_split = split_tensors(data, "train", groups)
     train_loader = make_loader(train_split, cfg.data.batch_size, train=True,
                                group_balanced=cfg.data.group_balanced, seed=spec.seed)
-    eval_loaders = {s: make_loader(split_tensors(data, s, attribute), cfg.data.eval_batch_size, train=False)
+    eval_loaders = {s: make_loader(split_tensors(data, s, groups), cfg.data.eval_batch_size, train=False)
                     for s in splits}
     transform = BatchTransform(backbone_data_config(model), augment=cfg.data.augment)
     optimizer = make_optimizer(cfg, model, spec.lr)
@@ -163,7 +165,8 @@ def _build_run(cfg: ExperimentConfig, spec: TrialSpec, data: PackedDataset, chec
     scheduler = make_lr_scheduler(cfg, optimizer, spec.lr, epochs, max(1, len(train_loader)))
     return _Run(cfg, spec, accelerator, model, trainable, penalty.to(accelerator.device) if penalty is not None else None,
                 transform, train_loader, eval_loaders, optimizer, scheduler,
-                make_loss(cfg, train_split.labels, accelerator.device), data.info.attributes[attribute])
+                make_loss(cfg, train_split.labels, accelerator.device), groups.names,
+                positive_is_disease=data.info.positive_is_disease)
 
 
 def _train_epoch(run: _Run, epoch: int) -> float:
@@ -203,9 +206,16 @@ def train_mode(model: nn.Module) -> None:
                 module.eval()
 
 
+def split_metrics(scores: SplitScores, group_names: dict, positive_is_disease: bool = True) -> dict:
+    """Every metric of one split. ``positive_is_disease`` (the dataset's ``disease_label == 1``) decides
+    whether underdiagnosis is the FNR or, where label 1 is "no finding", the FPR of label 1."""
+    return compute_metrics(scores.labels, scores.scores, scores.groups, group_names,
+                           positive_is_disease=positive_is_disease)
+
+
 def _evaluate(run: _Run, split: str) -> tuple[SplitScores, dict]:
     scores = predict(run.model, run.eval_loaders[split], run.transform, run.accelerator)
-    return scores, compute_metrics(scores.labels, scores.scores, scores.groups, run.group_names)
+    return scores, split_metrics(scores, run.group_names, run.positive_is_disease)
 
 
 @dataclass
@@ -255,7 +265,8 @@ def fine_tune(
                   "effective_batch_size": effective_batch_size(cfg, accelerator.num_processes),
                   **prefixed(val_metrics, "val")}
         if cfg.search.tune_value == "lcb":
-            record["objective_lcb"] = validation_bound(cfg, objective, val_scores, run.group_names)
+            record["objective_lcb"] = validation_bound(cfg, objective, val_scores, run.group_names,
+                                                       run.positive_is_disease)
         history.append(record)
         best.offer(epoch, value, record, accelerator.unwrap_model(run.model))
         if on_epoch is not None:
@@ -279,11 +290,14 @@ def _finish(run: _Run, best: _Best, history: list[dict], final_splits: tuple[str
     return result
 
 
-def validation_bound(cfg: ExperimentConfig, objective: Objective, val: SplitScores, group_names: dict) -> float:
+def validation_bound(cfg: ExperimentConfig, objective: Objective, val: SplitScores, group_names: dict,
+                     positive_is_disease: bool = True) -> float:
     """``search.tune_value: lcb``: the objective's bootstrap bound on this epoch's validation scores, on
-    the same resamples (``search.seed``) in every epoch and trial, so bounds compare like with like."""
+    the same resamples (``search.seed``) in every epoch and trial, so bounds compare like with like;
+    ``positive_is_disease`` (the dataset's) as in the epoch's metrics."""
     return objective_bound(val.labels, val.scores, val.groups, objective, n_boot=cfg.search.lcb.replicates,
-                           seed=cfg.search.seed, quantile=cfg.search.lcb.quantile, group_names=group_names)
+                           seed=cfg.search.seed, quantile=cfg.search.lcb.quantile, group_names=group_names,
+                           positive_is_disease=positive_is_disease)
 
 
 def trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:

@@ -20,6 +20,7 @@ from mlflow.tracking import MlflowClient
 from fairtune_ray.common.files import atomic_write_text
 from fairtune_ray.config import ExperimentConfig
 from fairtune_ray.data.fingerprint import dataset_fingerprint
+from fairtune_ray.data.groups import attribute_label, report_small_groups
 from fairtune_ray.data.loading import load_dataset
 from fairtune_ray.data.packed import PackedDataset
 from fairtune_ray.models.shipping import CheckpointLike, checkpoint_sha256, ship_checkpoint
@@ -42,7 +43,8 @@ def prepare(request: SearchRequest, log: Callable = print) -> Prepared:
     name = request.name or cfg.search.name or f"{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     storage = cfg.search.storage if _is_uri(cfg.search.storage) else str(Path(cfg.search.storage).resolve())
     run_dir = Path("runs" if _is_uri(storage) else storage) / name
-    data = load_dataset(cfg.data)
+    data = load_dataset(cfg.data)  # data.small_groups: reject fails here, before Ray starts
+    report_small_groups(data.groups, log)
     check_data_coverage(cfg, data)  # a group val/test cannot measure fails now, not after the search
     checkpoint = _local_checkpoint(cfg, log)
     parent = _open_parent_run(cfg, request, uri, name, run_dir, space.n_bits)
@@ -58,7 +60,7 @@ def prepare(request: SearchRequest, log: Callable = print) -> Prepared:
     prior = (compute_and_log_prior(cfg, data, checkpoint, space, MlflowClient(uri), parent, log)
              if uses_fisher(cfg) else [])
     return Prepared(cfg, name, run_dir, storage, uri, parent, cfg.mask.space, space.n_bits,
-                    data.info.attributes[cfg.data.sensitive_attribute], request.resume, prior, data, checkpoint)
+                    data.groups.names, request.resume, prior, data, checkpoint)
 
 
 def record_environment(cfg: ExperimentConfig, run_dir: Path, data: PackedDataset, checkpoint: CheckpointLike, client: MlflowClient,
@@ -93,7 +95,8 @@ def _open_parent_run(cfg: ExperimentConfig, request: SearchRequest, uri: str, na
     if request.resume and not previous:
         raise FileNotFoundError(f"--resume: no search named '{name}' in {run_dir.parent} ({RUN_INFO} missing)")
     return start_parent_run(uri, cfg.tracking.experiment, name,
-                            params={**flatten(cfg.model_dump()), "mask.n_bits": n_bits},
+                            params={**flatten(cfg.model_dump()), "mask.n_bits": n_bits,
+                                    "data.sensitive_attribute": attribute_label(cfg.data.sensitive_attribute)},
                             tags={"fairtune.method": cfg.search.method, "fairtune.objective": cfg.train.objective},
                             run_id=previous.get("parent_run_id"))
 

@@ -129,3 +129,14 @@ def test_a_damaged_prepared_dataset_is_one_error_line_naming_the_file(tmp_path, 
     assert main(args) == 2
     line = _one_error_line(capsys.readouterr().err)
     assert str(path) in line and "data prepare" in line
+
+
+def test_small_intersectional_groups_rejected_before_the_search(tiny_overrides, capsys):
+    """The tests' synthetic data by skin tone x sex: the dark cells have 4 test images each."""
+    rc = main(["search", *_sets({**tiny_overrides, "data.sensitive_attribute": "[skin_tone, sex]",
+                                 "data.min_group_size": 5, "data.small_groups": "reject"})])
+    assert rc == 2
+    line = _one_error_line(capsys.readouterr().err)
+    assert "data.small_groups" in line and "data.min_group_size=5" in line and "'skin_tone × sex'" in line
+    assert "dark × M (train 26, val 10, test 4)" in line
+    assert not ray.is_initialized()
