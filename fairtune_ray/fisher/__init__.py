@@ -5,8 +5,8 @@ neutralisation with low-rank factorisation). The paper's full text was not avail
 what follows is OUR formulation of the published idea, not a reproduction of the paper's
 equations.
 
-Formulas (theta* = pre-trained weights; g = demographic group; i = one scalar parameter of a
-linear or norm layer):
+Formulas (theta* = pre-trained backbone with the fitted head, a linear probe on the frozen backbone
+(``head``); g = demographic group; i = one scalar parameter of a linear or norm layer):
 
 * per-group diagonal empirical Fisher, true labels, per-sample gradients (``compute``)::
 

@@ -3,8 +3,9 @@
 This is OUR formulation of the published idea of Fisher weight-importance neutralisation with
 low-rank factorisation (docs/design.md#fisher-neutralisation). The paper's full text was not available to us, so the
 formulas below are what we implement, not a reproduction of the paper's equations. With
-theta* the pre-trained weights (the trial's starting point, fresh head included) and g a
-demographic group of ``data.sensitive_attribute``:
+theta* = the pre-trained backbone with the fitted head (``fisher.fit_head``: a seeded L2 logistic
+probe on the frozen backbone's pooled features, ``fisher.head``; the Fisher-method study's models
+start from it) and g a demographic group of ``data.sensitive_attribute``:
 
     F^g_i = mean_{(x,y) in g} ( d log p(y|x; theta*) / d theta_i )^2     per-sample grads, true labels
     F^g_n = F^g / ||F^g||_1
@@ -19,12 +20,15 @@ aggregated per mask parameter group, seeds the mask search (``fairtune_ray.searc
    computation in-process or as one Ray task (``fisher.task``).
 2. The result is cached under ``data.cache_dir/fisher/<key>``; ``key`` is a sha256 of the
    checkpoint file's bytes (or the backbone name and config), the dataset manifest (sample ids,
-   splits, labels, sensitive attribute), the drawn images, the sample count, the attribute and
-   the seed. The folder holds ``fisher_stats.parquet`` (one row per group and parameter tensor),
+   splits, labels, sensitive attribute), the drawn images, the sample count, the attribute, the
+   seed, the head settings (``fisher.fit_head``, ``head_*``, the loss options the probe uses) and
+   the probe's sample ids. The folder holds ``fisher_stats.parquet`` (one row per group and parameter tensor),
    ``importance.pt`` (``{"D": ..., "importance": {gamma: I'}}``), ``group_fisher.pt`` (the raw
-   per-group Fisher, for a gamma that was not precomputed), ``disparity.png`` and ``meta.json``.
+   per-group Fisher, for a gamma that was not precomputed), ``head.pt`` (head 0's state, absent
+   without ``fit_head``), ``disparity.png`` and ``meta.json`` (with the head fits' diagnostics).
    It is written to a temporary folder and renamed, so a half-written cache is never read.
-3. ``training.setup.build_model`` reads I' for the trial's gamma with ``load_importance``.
+3. ``training.setup.build_model`` reads I' for the trial's gamma with ``load_importance`` and
+   starts every model of the study from the fitted head (``load_fitted_head``).
 
 Caveat: unlike the backbone checkpoint (shipped through the object store, see
 ``models/shipping.py``), ``importance_path`` is a path on the driver's file system; on a
@@ -49,10 +53,11 @@ from torch import Tensor
 from fairtune_ray.common.errors import InputError
 from fairtune_ray.common.files import atomic_path
 from fairtune_ray.config import ExperimentConfig
+from fairtune_ray.data.groups import coding_for
 from fairtune_ray.data.packed import PackedDataset
 from fairtune_ray.fisher.neutralise import neutralised_importance
 from fairtune_ray.fisher.stats import fisher_statistics, plot_disparity, save_fisher_parquet
-from fairtune_ray.fisher.task import run_fisher_task, train_subset
+from fairtune_ray.fisher.task import probe_subset, run_fisher_task, train_subset
 from fairtune_ray.models.shipping import CheckpointLike, checkpoint_sha256
 
 __all__ = [
@@ -64,15 +69,17 @@ __all__ = [
     "fisher_cache_dir",
     "layer_summary",
     "load_fisher",
+    "load_fitted_head",
     "load_importance",
 ]
 
 #: Bump when the computation changes in a way that invalidates cached results.
-FISHER_VERSION = 1
+FISHER_VERSION = 2  # 2: the Fisher is taken at a fitted head (fisher.fit_head)
 
 STATS_FILE = "fisher_stats.parquet"
 IMPORTANCE_FILE = "importance.pt"
 GROUP_FISHER_FILE = "group_fisher.pt"
+HEAD_FILE = "head.pt"
 PLOT_FILE = "disparity.png"
 META_FILE = "meta.json"
 
@@ -119,12 +126,27 @@ class FisherResult:
 
 
 # --------------------------------------------------------------------------- keys
+def _head_key(cfg: ExperimentConfig, probe: Optional[PackedDataset]) -> dict:
+    """What decides the fitted head: its settings, the probe's loss options and its sample ids."""
+    f = cfg.fisher
+    if not f.fit_head:
+        return {"fit_head": False}
+    ids = probe.manifest["sample_id"].to_numpy() if probe is not None else np.zeros(0)
+    return {"fit_head": True, "samples": f.head_samples, "l2": f.head_l2, "steps": f.head_steps,
+            "seeds": f.head_seeds, "group_balanced": bool(cfg.data.group_balanced),
+            "class_weights": bool(cfg.data.class_weights),
+            "probe_ids": hashlib.sha256(np.ascontiguousarray(ids, dtype=np.int64).tobytes()).hexdigest()}
+
+
 def fisher_cache_key(cfg: ExperimentConfig, data: PackedDataset, checkpoint: CheckpointLike,
-                     subset: Optional[PackedDataset] = None) -> str:
-    """sha256 (first 16 hex digits) of what decides the Fisher values."""
-    attribute = cfg.data.sensitive_attribute
+                     subset: Optional[PackedDataset] = None, probe: Optional[PackedDataset] = None) -> str:
+    """sha256 (first 16 hex digits) of what decides the Fisher values (and the fitted head)."""
+    groups = coding_for(cfg.data.sensitive_attribute, data)
+    attribute = groups.cache_key  # the attribute's name for one, as before
     if subset is None:
         subset, _ = train_subset(cfg, data)
+    if probe is None:
+        probe = probe_subset(cfg, data)
     h = hashlib.sha256()
     if checkpoint:
         weights = {"checkpoint_sha256": checkpoint_sha256(checkpoint)}
@@ -132,9 +154,10 @@ def fisher_cache_key(cfg: ExperimentConfig, data: PackedDataset, checkpoint: Che
         weights = {"backbone": cfg.backbone.name, "pretrained": cfg.backbone.pretrained}
     backbone = cfg.backbone.model_dump(exclude={"checkpoint", "pretrain_epochs"})
     header = {"v": FISHER_VERSION, "weights": weights, "backbone": backbone, "attribute": attribute,
-              "samples_per_group": cfg.fisher.samples_per_group, "seed": cfg.train.seed}
+              "samples_per_group": cfg.fisher.samples_per_group, "seed": cfg.train.seed,
+              "head": _head_key(cfg, probe)}
     h.update(json.dumps(header, sort_keys=True, default=str).encode())
-    cols = [c for c in ("sample_id", "split", "label", attribute) if c in data.manifest.columns]
+    cols = [c for c in ("sample_id", "split", "label", *groups.attributes) if c in data.manifest.columns]
     h.update(data.manifest[cols].to_csv(index=False).encode())
     h.update(np.ascontiguousarray(subset.images).tobytes())
     return h.hexdigest()[:16]
@@ -158,6 +181,8 @@ def _save(directory: Path, result: dict, stats: pd.DataFrame, meta: dict) -> Non
             torch.save({"D": result["D"], "importance": {_gamma_key(g): v for g, v in result["importance"].items()},
                         "gammas": [float(g) for g in result["importance"]]}, tmp / IMPORTANCE_FILE)
             torch.save({"groups": {str(g): f for g, f in result["fisher"].items()}}, tmp / GROUP_FISHER_FILE)
+            if result.get("head") is not None:
+                torch.save({n: t.detach().cpu() for n, t in result["head"].items()}, tmp / HEAD_FILE)
             plot_disparity(stats, tmp / PLOT_FILE, title=f"Fisher disparity per layer ({meta.get('attribute', '')})")
             (tmp / META_FILE).write_text(json.dumps(meta, indent=2, default=str))
             if (directory / META_FILE).is_file():
@@ -213,14 +238,16 @@ def _derive(fisher: dict, gammas: list[float], group_names: dict) -> tuple[dict,
 
 def compute_fisher(cfg: ExperimentConfig, data: PackedDataset, checkpoint: CheckpointLike, *,
                    use_ray: Optional[bool] = None, log: Callable[[str], None] = print) -> FisherResult:
-    """Per-group Fisher at the pre-trained weights, its neutralised importance and statistics.
+    """Per-group Fisher at theta* (pre-trained backbone, fitted head), its neutralised importance
+    and statistics; the fitted head is cached with it (``load_fitted_head``).
 
     Cached on disk (see the module docstring); a second call with the same weights, data and
     settings reads the cache. ``use_ray`` (default: whether Ray is initialised) runs the
     computation as one Ray task, on a GPU when the cluster has one.
     """
     subset, _ = train_subset(cfg, data)
-    key = fisher_cache_key(cfg, data, checkpoint, subset)
+    probe = probe_subset(cfg, data)
+    key = fisher_cache_key(cfg, data, checkpoint, subset, probe)
     directory = fisher_cache_dir(cfg, key)
     if (directory / META_FILE).is_file():
         result = _load_cached(directory, cfg.fisher.gamma)
@@ -230,22 +257,26 @@ def compute_fisher(cfg: ExperimentConfig, data: PackedDataset, checkpoint: Check
         import ray  # lazy: Ray only to ask whether it runs; trials import this module for load_importance
 
         use_ray = ray.is_initialized()
-    attribute = cfg.data.sensitive_attribute
-    counts = subset.manifest[attribute].value_counts().sort_index()
+    groups = coding_for(cfg.data.sensitive_attribute, data)
+    attribute = groups.attribute
+    counts = pd.Series(groups.encode(subset.manifest)).value_counts().sort_index()
     log(f"Fisher: {len(subset.manifest)} training samples ({', '.join(f'{g}: {n}' for g, n in counts.items())}) "
         f"by {attribute}, {'as a Ray task' if use_ray else 'in-process'}")
-    out = run_fisher_task(cfg, subset, checkpoint, use_ray)
+    out = run_fisher_task(cfg, subset, checkpoint, use_ray, probe=probe)
     fisher = out["fisher"]
     gammas = list(dict.fromkeys(float(g) for g in [0.0, *cfg.fisher.gamma]))
-    group_names = data.info.attributes.get(attribute, {})
+    group_names = groups.names
     importance, D, stats = _derive(fisher, gammas, group_names)
     meta = {"key": key, "version": FISHER_VERSION, "attribute": attribute, "checkpoint": str(checkpoint) if checkpoint else None,
             "backbone": cfg.backbone.name, "samples_per_group": cfg.fisher.samples_per_group,
             "samples": {str(group_names.get(int(g), g)): int(n) for g, n in counts.items()},
             "gammas": gammas, "seed": cfg.train.seed, "seconds": out["seconds"], "device": out["device"],
-            "where": out["where"], "n_params": sum(t.numel() for t in D.values()), "created": time.time()}
-    _save(directory, {"fisher": fisher, "importance": importance, "D": D}, stats, meta)
-    log(f"Fisher: computed in {out['seconds']:.1f}s on {out['device']} ({out['where']}) -> {directory}")
+            "where": out["where"], "n_params": sum(t.numel() for t in D.values()), "created": time.time(),
+            "head": {**_head_key(cfg, probe), "probe_samples": 0 if probe is None else len(probe.manifest),
+                     "seconds": out.get("head_seconds", 0.0), "fits": out.get("head_fit", [])}}
+    _save(directory, {"fisher": fisher, "importance": importance, "D": D, "head": out.get("head")}, stats, meta)
+    fitted = f", head fitted in {out.get('head_seconds', 0.0):.1f}s" if out.get("head") is not None else ""
+    log(f"Fisher: computed in {out['seconds']:.1f}s{fitted} on {out['device']} ({out['where']}) -> {directory}")
     return FisherResult(key, directory, fisher, importance, D, stats, meta, cached=False)
 
 
@@ -273,6 +304,24 @@ def load_importance(path: Optional[str], gamma: float) -> dict[str, Tensor]:
         raise FisherUnavailableError(f"gamma={gamma} was not precomputed in {p} and {group_file} is missing")
     groups = {int(g): f for g, f in _load_pt(group_file)["groups"].items()}
     return neutralised_importance(groups, gamma=float(gamma))[0]
+
+
+def load_fitted_head(path: Optional[str | os.PathLike]) -> Optional[dict[str, Tensor]]:
+    """The fitted head (``{"weight", "bias"}``) cached beside ``importance.pt`` (``path`` is that file
+    or its folder); None when ``path`` is unset or the Fisher was computed without ``fisher.fit_head``.
+    A set path whose cache is missing is an error: the study's models would not start alike."""
+    if not path:
+        return None
+    p = Path(path)
+    folder = p if p.is_dir() else p.parent
+    if not (folder / META_FILE).is_file():
+        raise FisherUnavailableError(f"fisher.importance_path: no Fisher cache at '{folder}' on this node "
+                                     "(on a multi-node cluster data.cache_dir must be storage every node sees, "
+                                     "see docs/distributed.md; otherwise, was the Fisher cache deleted?)")
+    head_file = folder / HEAD_FILE
+    if not head_file.is_file():
+        return None
+    return dict(torch.load(head_file, map_location="cpu", weights_only=True))
 
 
 def layer_summary(stats: pd.DataFrame) -> pd.DataFrame:

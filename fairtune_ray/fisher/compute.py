@@ -4,7 +4,8 @@
 
     F^g_i = mean over sampled (x, y) in g of ( d log p(y | x; theta) / d theta_i )^2
 
-at the model's current weights (the pre-trained theta*), with TRUE labels. Per-sample gradients
+at the model's current weights (theta*: the pre-trained backbone with the head fitted by
+``fisher.head``), with TRUE labels. Per-sample gradients
 come from ``torch.func``: ``vmap(grad(log_prob))`` over chunks of samples, so there is no Python
 loop over samples. ``naive_per_group_fisher`` is the same quantity with a plain loop over single
 samples and ``torch.autograd``; it is the reference for the tests and the benchmark.
@@ -31,6 +32,7 @@ __all__ = [
     "per_group_fisher",
     "naive_per_group_fisher",
     "select_group_samples",
+    "average_fisher",
     "NORM_TYPES",
 ]
 
@@ -234,3 +236,17 @@ def naive_per_group_fisher(
             result[g] = {n: (a / count).float().cpu() for n, a in acc.items()}
     return result
 
+
+
+def average_fisher(fishers: Sequence[FisherByGroup]) -> FisherByGroup:
+    """Element-wise mean of per-group Fisher estimates taken at several heads (``fisher.head_seeds``).
+
+    Why before neutralisation: it estimates the Fisher in expectation over the head's fit, and
+    the neutralisation then sees one Fisher per group, as with a single head.
+    """
+    if not fishers:
+        raise ValueError("average_fisher: no Fisher estimates")
+    if len(fishers) == 1:
+        return fishers[0]
+    return {g: {n: torch.stack([f[g][n].double() for f in fishers]).mean(0).float() for n in fishers[0][g]}
+            for g in fishers[0]}

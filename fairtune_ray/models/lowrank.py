@@ -13,6 +13,11 @@ mn. Why weight the rows: plain truncated SVD minimises ||W - AB||_F and treats e
 alike; weighting by s minimises ||diag(s)(W - AB)||_F instead, so the approximation error goes to
 the output units that matter least for the (group-neutralised) likelihood.
 
+Only where it compresses: a target with r(m+n) >= mn (e.g. a one-logit head, 1 x n) would train
+at least as many factor parameters as the dense weight, so ``factorise_linears`` refuses it
+(``check_compresses``; the search checks its largest rank before Ray starts). The factors follow
+the mask: they are trainable iff the replaced weight was (``LowRankLinear.from_linear``).
+
 Note: since diag(s) W V_r = U_r S_r, A equals W V_r exactly whenever every s_j > 0; we compute
 it that way, which avoids dividing by small s_j. Zero rows of s are first raised to a small
 epsilon (relative to max(s)) so that the weighting stays invertible.
@@ -33,6 +38,9 @@ __all__ = [
     "LowRankLinear",
     "factorise_linears",
     "resolve_linear_targets",
+    "check_compresses",
+    "compresses",
+    "max_compressing_rank",
     "BLOCK_TARGETS",
 ]
 
@@ -85,12 +93,13 @@ class LowRankLinear(nn.Module):
     with the original layer's ``requires_grad``) is reported separately as ``num_bias_params``.
     """
 
-    def __init__(self, A: Tensor, B: Tensor, bias: Tensor | None = None, bias_trainable: bool = True) -> None:
+    def __init__(self, A: Tensor, B: Tensor, bias: Tensor | None = None, bias_trainable: bool = True,
+                 factors_trainable: bool = True) -> None:
         super().__init__()
         if A.dim() != 2 or B.dim() != 2 or A.shape[1] != B.shape[0]:
             raise ValueError(f"incompatible factors A {tuple(A.shape)} and B {tuple(B.shape)}")
-        self.A = nn.Parameter(A.detach().clone())
-        self.B = nn.Parameter(B.detach().clone())
+        self.A = nn.Parameter(A.detach().clone(), requires_grad=factors_trainable)
+        self.B = nn.Parameter(B.detach().clone(), requires_grad=factors_trainable)
         if bias is not None:
             self.bias: nn.Parameter | None = nn.Parameter(bias.detach().clone(), requires_grad=bias_trainable)
         else:
@@ -127,10 +136,15 @@ class LowRankLinear(nn.Module):
 
     @classmethod
     def from_linear(cls, linear: nn.Linear, importance: Tensor | None, rank: int) -> "LowRankLinear":
-        """FWSVD initialisation from an existing ``nn.Linear``."""
+        """FWSVD initialisation from an existing ``nn.Linear``.
+
+        The factors inherit the weight's ``requires_grad`` and the bias keeps its own, so a layer
+        the mask froze stays frozen once factorised (the mask decides what trains, not the rank).
+        """
         A, B = fisher_weighted_svd(linear.weight, importance, rank)
         bias = linear.bias
-        return cls(A, B, bias, bias_trainable=bool(bias.requires_grad) if bias is not None else True)
+        return cls(A, B, bias, bias_trainable=bool(bias.requires_grad) if bias is not None else True,
+                   factors_trainable=bool(linear.weight.requires_grad))
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, rank={self.rank}, bias={self.bias is not None}"
@@ -141,7 +155,12 @@ def _valid_targets_msg() -> str:
 
 
 def resolve_linear_targets(model: nn.Module, targets: Sequence[str]) -> list[str]:
-    """Module paths of the ``nn.Linear`` layers named by ``targets`` (deduplicated, in order)."""
+    """Module paths of the ``nn.Linear`` layers named by ``targets`` (deduplicated, in order).
+
+    A name that matches nothing is a ValueError, never an empty set: on a CNN (no ``blocks.N.attn``)
+    the ViT names ``qkv``/``proj``/``fc1``/``fc2`` fail, so asking for them is a visible mistake
+    rather than a Fisher method that silently factorises nothing.
+    """
     modules = dict(model.named_modules())
     paths: list[str] = []
     for t in targets:
@@ -174,6 +193,29 @@ def resolve_linear_targets(model: nn.Module, targets: Sequence[str]) -> list[str
     return out
 
 
+def compresses(m: int, n: int, rank: int) -> bool:
+    """r(m+n) < mn: rank-r factors of an m x n weight have fewer parameters than the weight."""
+    return int(rank) * (m + n) < m * n
+
+
+def max_compressing_rank(m: int, n: int) -> int:
+    """The largest r with r(m+n) < mn (0 when no rank compresses, e.g. a 1 x n head)."""
+    return (m * n - 1) // (m + n)
+
+
+def check_compresses(model: nn.Module, paths: Sequence[str], rank: int) -> None:
+    """ValueError naming the first layer of ``paths`` (module paths of ``nn.Linear``s) that rank
+    ``rank`` does not compress, with its shape and the largest rank that would. Why refuse: such a
+    layer trains at least as many factor parameters as the dense weight and only adds an SVD error."""
+    for path in paths:
+        m, n = model.get_submodule(path).weight.shape
+        if not compresses(m, n, rank):
+            best = max_compressing_rank(m, n)
+            fix = f"ranks up to {best} compress it" if best else "no rank compresses it: leave it out"
+            raise ValueError(f"layer {path!r} (weight {m} x {n}, {m * n} parameters) does not compress at rank "
+                             f"{rank}: r(m+n) = {rank * (m + n)} >= mn; {fix}")
+
+
 def _set_submodule(model: nn.Module, path: str, new: nn.Module) -> None:
     parent_path, _, leaf = path.rpartition(".")
     parent = model.get_submodule(parent_path) if parent_path else model
@@ -189,12 +231,16 @@ def factorise_linears(
     """Replace each target ``nn.Linear`` by a FWSVD-initialised ``LowRankLinear``, in place.
 
     ``importance`` maps parameter names (``blocks.0.attn.qkv.weight``; a ``module.`` prefix on
-    either side is tolerated) to I'; a layer without an entry gets plain SVD. Returns the number
-    of trainable factor parameters r(m+n) summed over the new layers (biases not included).
+    either side is tolerated) to I'; a layer without an entry gets plain SVD. Every target must
+    compress at ``rank`` (``check_compresses``; checked before any layer is replaced). The factors
+    are trainable iff the replaced weight was. Returns r(m+n) summed over the new layers (their
+    factor parameters, trainable or not; biases not included).
     """
     imp = {canonical_name(k): v for k, v in (importance or {}).items()}
+    paths = resolve_linear_targets(model, targets)
+    check_compresses(model, paths, rank)
     total = 0
-    for path in resolve_linear_targets(model, targets):
+    for path in paths:
         lin = model.get_submodule(path)
         assert isinstance(lin, nn.Linear)
         I = imp.get(canonical_name(path) + ".weight")

@@ -13,12 +13,13 @@ from mlflow.tracking import MlflowClient
 from fairtune_ray.config import ExperimentConfig
 from fairtune_ray.data.packed import PackedDataset
 from fairtune_ray.fisher.cache import FisherResult, compute_fisher, layer_summary
+from fairtune_ray.fisher.neutralise import neutralised_importance
 from fairtune_ray.fisher.prior import SpaceLike, prior_masks, rank_groups_by_disparity
 from fairtune_ray.models.shipping import CheckpointLike
-from fairtune_ray.search.space import bit_keys, factorise_choices, uses_fisher, uses_mask_bits
+from fairtune_ray.search.space import bit_keys, factorise_choices, searches_rank, uses_fisher, uses_mask_bits
 from fairtune_ray.tracking.mlflow_runs import log_metrics
 
-__all__ = ["compute_and_log_prior", "fisher_seed_points"]
+__all__ = ["compute_and_log_prior", "fisher_seed_points", "importance_at_zero"]
 
 
 def fisher_seed_points(cfg: ExperimentConfig, n_bits: int, points: list[dict]) -> list[dict]:
@@ -26,8 +27,8 @@ def fisher_seed_points(cfg: ExperimentConfig, n_bits: int, points: list[dict]) -
 
     With ``method: both`` the results table's "Fisher" row is the best trial that trains every
     mask group (all bits 1) with a Fisher option on; this guarantees such a trial exists: all
-    ones, EWC on at ``fisher.ewc_lambda_max``, the largest gamma, the configured layers
-    factorised at the first rank. It goes third (after all-ones and all-zeros) so that even a
+    ones, EWC on at ``fisher.ewc_lambda_max``, the largest gamma, and the configured layers (if
+    any) factorised at the first rank. It goes third (after all-ones and all-zeros) so that even a
     small ``search.num_samples`` evaluates it.
     """
     if not uses_fisher(cfg) or not points:
@@ -36,13 +37,23 @@ def fisher_seed_points(cfg: ExperimentConfig, n_bits: int, points: list[dict]) -
     point: dict = {"lr": lr}
     if uses_mask_bits(cfg):
         point.update({k: 1 for k in bit_keys(n_bits)})
-    point.update({"ewc_on": 1, "ewc_lambda": max(cfg.fisher.ewc_lambda_max, 1e-5),
-                  "gamma": max(cfg.fisher.gamma), "rank": cfg.fisher.ranks[0],
-                  "factorise": factorise_choices(cfg)[-1]})
+    point.update({"ewc_on": 1, "ewc_lambda": max(cfg.fisher.ewc_lambda_max, 1e-5), "gamma": max(cfg.fisher.gamma)})
+    if searches_rank(cfg):
+        point.update({"rank": cfg.fisher.ranks[0], "factorise": factorise_choices(cfg)[-1]})
     if point in points:
         return list(points)
     at = 2 if uses_mask_bits(cfg) else len(points)
     return list(points[:at]) + [point] + list(points[at:])
+
+
+def importance_at_zero(result: FisherResult) -> dict:
+    """I (gamma = 0), the denominator of the prior's relative disparity: the cached one if that
+    gamma was computed, else from the per-group Fisher (I' at another gamma would make the
+    ranking depend on gamma)."""
+    for gamma, importance in result.importance.items():
+        if float(gamma) == 0.0:
+            return importance
+    return neutralised_importance(result.fisher_by_group, gamma=0.0)[0]
 
 
 def _log_to_parent(result: FisherResult, client: MlflowClient, parent: str) -> None:
@@ -77,9 +88,11 @@ def compute_and_log_prior(cfg: ExperimentConfig, data: PackedDataset, checkpoint
     _log_to_parent(result, client, parent)
     if not uses_mask_bits(cfg):
         return []
-    masks = prior_masks(space, result.D, cfg.fisher.prior_k)
-    ranked = rank_groups_by_disparity(space, result.D)
-    top = ", ".join(f"{name} ({score:.2e})" for _, name, score in ranked[:3])
-    log(f"Fisher prior: most group-specific mask groups {top}; seed masks {masks}")
+    I = importance_at_zero(result)
+    masks = prior_masks(space, result.D, cfg.fisher.prior_k, I=I)
+    ranked = rank_groups_by_disparity(space, result.D, I)
+    top = ", ".join(f"{name} ({score:.3g})" for _, name, score in ranked[:3])
+    log(f"Fisher prior: most group-specific mask groups (relative disparity sum D / sum I) {top}; "
+        f"seed masks {masks}")
     client.set_tag(parent, "fairtune.fisher_prior_masks", ",".join(masks))
     return masks

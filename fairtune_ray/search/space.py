@@ -2,8 +2,9 @@
 
 Each mask bit is its own ``choice([0, 1])`` dimension (named m00, m01, ...) so TPE models every
 parameter group separately, as FairTune does. The learning rate is log-uniform. With
-``method: fisher`` or ``both`` the EWC strength lambda (log-uniform, with an explicit 0), gamma,
-the SVD rank and the factorised-layer set join the space.
+``method: fisher`` or ``both`` the EWC strength lambda (log-uniform, with an explicit 0) and gamma
+join the space, and, when ``fisher.factorise`` names layers, the SVD rank and the factorised-layer
+set (without layers a rank would be a dimension that changes nothing).
 """
 from __future__ import annotations
 
@@ -40,6 +41,11 @@ def factorise_choices(cfg: ExperimentConfig) -> list[str]:
     return ["", "+".join(cfg.fisher.factorise)] if cfg.fisher.factorise else [""]
 
 
+def searches_rank(cfg: ExperimentConfig) -> bool:
+    """Rank and layer set are searched only with the Fisher method and some layer to factorise."""
+    return uses_fisher(cfg) and bool(cfg.fisher.factorise)
+
+
 def build_param_space(cfg: ExperimentConfig, n_bits: int) -> dict:
     space: dict = {}
     if uses_mask_bits(cfg):
@@ -50,6 +56,7 @@ def build_param_space(cfg: ExperimentConfig, n_bits: int) -> dict:
         space["ewc_on"] = tune.choice([0, 1])
         space["ewc_lambda"] = tune.loguniform(max(cfg.fisher.ewc_lambda_max * 1e-4, 1e-6), max(cfg.fisher.ewc_lambda_max, 1e-5))
         space["gamma"] = tune.choice(list(cfg.fisher.gamma))
+    if searches_rank(cfg):
         space["rank"] = tune.choice(list(cfg.fisher.ranks))
         space["factorise"] = tune.choice(factorise_choices(cfg))
     return space
@@ -61,7 +68,9 @@ def _point(cfg: ExperimentConfig, n_bits: int, bits: Optional[str], lr: float) -
         point.update({k: int(b) for k, b in zip(bit_keys(n_bits), bits)})
     if uses_fisher(cfg):
         point.update({"ewc_on": 0, "ewc_lambda": max(cfg.fisher.ewc_lambda_max * 1e-2, 1e-5),
-                      "gamma": cfg.fisher.gamma[0], "rank": cfg.fisher.ranks[0], "factorise": ""})
+                      "gamma": cfg.fisher.gamma[0]})
+    if searches_rank(cfg):
+        point.update({"rank": cfg.fisher.ranks[0], "factorise": ""})
     return point
 
 

@@ -7,7 +7,8 @@ import torch.nn as nn
 
 from fairtune_ray.config import ExperimentConfig
 from fairtune_ray.data.packed import PackedDataset
-from fairtune_ray.fisher.cache import load_importance
+from fairtune_ray.fisher.cache import load_fitted_head, load_importance
+from fairtune_ray.fisher.head import set_head
 from fairtune_ray.fisher.penalty import EWCPenalty
 from fairtune_ray.models import Mask, apply_mask, create_backbone, head_param_names
 from fairtune_ray.models.lowrank import factorise_linears
@@ -19,20 +20,35 @@ def build_model(cfg: ExperimentConfig, spec: TrialSpec, checkpoint: CheckpointLi
                 data: Optional[PackedDataset] = None) -> tuple[nn.Module, int, Optional[nn.Module]]:
     """Return (model, trainable-parameter count, optional penalty module).
 
+    The head: in a study that uses the Fisher (``cfg.fisher.importance_path`` is set, by the
+    search, and its cache holds a fitted head, ``fisher.fit_head``), every model starts from that
+    fitted head, set right after the backbone is created and before the mask and factorisation:
+    trials, confirmation fits, baselines and retrains alike, so every candidate of the study starts
+    from the same head and comparisons stay like for like. Otherwise (a plain fine-tune, or
+    ``fit_head: false``) the head is the fresh random one, as before.
+
     Fisher options (docs/design.md#fisher-neutralisation), active only when ``spec.uses_fisher``; I' at ``spec.gamma`` is
     read from ``cfg.fisher.importance_path`` (set by the search):
 
     * ``rank > 0`` and ``factorise``: those ``nn.Linear`` layers become Fisher-weighted-SVD
-      factors A, B of rank ``rank``; the factors are trainable whatever the mask says (the
-      layer's bias keeps the mask's setting).
+      factors A, B of rank ``rank``. The factors follow the mask: A and B are trainable iff
+      the mask's parameter group that contains the replaced layer's weight is on (for a fixed
+      mask: iff it trains that weight), so the rank never trains what the mask froze; the
+      bias keeps the mask's setting. Hence the mask is applied before factorising. Every
+      target must compress, r(m+n) < mn (a ValueError otherwise; the search checks its ranks
+      before Ray starts).
     * ``ewc_lambda > 0``: the penalty ``lambda/2 * sum I' (theta - theta*)^2`` over the
       trainable backbone parameters that have an importance (frozen ones cannot move;
-      factorised weights no longer exist; the new head's theta* is a random init, so there is
-      nothing to preserve), with theta* the weights at this point. I' sums to 1 over ~10^5-10^8
+      factorised weights no longer exist; the head is left out: theta* for it is the fitted
+      linear probe (or a random init), which the fine-tune is meant to adapt to the moving
+      features), with theta* the weights at this point. I' sums to 1 over ~10^5-10^8
       elements, so it is rescaled to mean 1 over the penalised elements: lambda is then the
       penalty per unit squared displacement of a weight of average importance.
     """
     model = create_backbone(cfg.backbone, num_classes=1, checkpoint=checkpoint)
+    head = load_fitted_head(cfg.fisher.importance_path)
+    if head is not None:
+        set_head(model, head)
     trainable = apply_mask(model, Mask.parse(spec.mask), lora_rank=cfg.train.lora_rank)
     penalty = None
     if not spec.uses_fisher:
@@ -40,7 +56,7 @@ def build_model(cfg: ExperimentConfig, spec: TrialSpec, checkpoint: CheckpointLi
 
     importance = load_importance(cfg.fisher.importance_path, spec.gamma)
     if spec.rank > 0 and spec.factorise:
-        factorise_linears(model, importance, spec.rank, spec.factorise)
+        factorise_linears(model, importance, spec.rank, spec.factorise)  # factors inherit the mask's flags
         trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     if spec.ewc_lambda > 0:
         penalty = ewc_penalty(model, importance, spec.ewc_lambda)

@@ -105,40 +105,48 @@ def _with_importance(env, **extra):
     return cfg
 
 
-def test_build_model_ewc_and_factorised_head(env):
+def test_build_model_ewc_and_factorised_blocks(env):
     cfg = _with_importance(env)
     base, base_trainable, no_penalty = build_model(cfg, TrialSpec(mask="full"), env["checkpoint"])
     assert no_penalty is None
     torch.manual_seed(0)
-    spec = TrialSpec(mask="full", ewc_lambda=10.0, gamma=1.0, rank=4, factorise=["head"])
+    spec = TrialSpec(mask="full", ewc_lambda=10.0, gamma=1.0, rank=4, factorise=["qkv"])
     model, trainable, penalty = build_model(cfg, spec, env["checkpoint"])
 
     from fairtune_ray.models.lowrank import LowRankLinear
 
-    head = model.get_classifier()
-    assert isinstance(head, LowRankLinear) and head.rank == 1  # a 1 x 96 head: rank clipped to 1
-    m, n = base.get_classifier().weight.shape
-    assert trainable == base_trainable - m * n + 1 * (m + n)
+    qkv = model.get_submodule("blocks.0.attn.qkv")
+    assert isinstance(qkv, LowRankLinear) and qkv.rank == 4
+    m, n = base.get_submodule("blocks.0.attn.qkv").weight.shape
+    depth = cfg.backbone.micro.depth
+    assert trainable == base_trainable - depth * (m * n - 4 * (m + n))  # fewer than the dense weights
     assert trainable == sum(p.numel() for p in model.parameters() if p.requires_grad)
 
     assert penalty is not None
     assert "head.weight" not in penalty.names and "blocks.0.mlp.fc1.weight" in penalty.names
+    assert "blocks.0.attn.qkv.weight" not in penalty.names  # replaced by its factors
     assert float(penalty(model).detach()) == 0.0  # theta = theta* at the start
     with torch.no_grad():
         model.get_parameter("blocks.0.mlp.fc1.weight").add_(0.1)
     assert float(penalty(model).detach()) > 0.0
 
 
-def test_build_model_factorised_fc1_under_a_linear_probe(env):
+def test_the_one_logit_head_is_refused_as_a_factorisation_target(env):
     cfg = _with_importance(env)
-    spec = TrialSpec(mask="linear", gamma=0.0, rank=4, factorise=["head", "fc1"])
+    with pytest.raises(ValueError, match=r"'head' .*does not compress at rank 4"):
+        build_model(cfg, TrialSpec(mask="full", gamma=0.0, rank=4, factorise=["head"]), env["checkpoint"])
+
+
+def test_factorised_fc1_under_a_linear_probe_stays_frozen(env):
+    """The factors follow the mask: a linear probe freezes fc1, so its factors do not train."""
+    cfg = _with_importance(env)
+    probe, probe_trainable, _ = build_model(cfg, TrialSpec(mask="linear"), env["checkpoint"])
+    spec = TrialSpec(mask="linear", gamma=0.0, rank=4, factorise=["fc1"])
     model, trainable, penalty = build_model(cfg, spec, env["checkpoint"])
     assert penalty is None
-    micro = cfg.backbone.micro
-    fc1 = 4 * (4 * micro.width + micro.width)  # r(m+n) for fc1 (hidden = 4 x width), per block
-    head = 1 * (1 + micro.width) + 1  # rank clipped to 1, plus the trainable head bias
-    assert trainable == micro.depth * fc1 + head
-    assert trainable == sum(p.numel() for p in model.parameters() if p.requires_grad)
+    assert trainable == probe_trainable == sum(p.numel() for p in model.parameters() if p.requires_grad)
+    fc1 = model.get_submodule("blocks.0.mlp.fc1")
+    assert fc1.rank == 4 and not fc1.A.requires_grad and not fc1.B.requires_grad
 
 
 def test_build_model_without_importance_is_a_clear_error(env):
@@ -157,7 +165,7 @@ def test_seed_point_gives_a_fisher_only_trial(env):
     points = fisher_seed_points(cfg, n_bits, initial_points(cfg, n_bits, ["0" + "1" * 11]))
     spec = spec_from_trial_config(points[2], cfg, cfg.mask.space, n_bits)
     assert spec.mask.endswith(":" + "1" * n_bits) and spec.uses_fisher
-    assert spec.ewc_lambda == cfg.fisher.ewc_lambda_max and spec.factorise == ["head"]
+    assert spec.ewc_lambda == cfg.fisher.ewc_lambda_max and spec.factorise == ["qkv", "proj", "fc1", "fc2"]
     assert len(points) == 4 and fisher_seed_points(cfg, n_bits, points) == points
 
 

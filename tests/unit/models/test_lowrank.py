@@ -95,19 +95,26 @@ def test_lowrank_linear_forward_and_counts():
     assert torch.allclose(lr_nb(torch.ones(1, 3)), (lr_nb.A @ lr_nb.B).sum(1)[None])
 
 
-def test_factorise_micro_vit_full_rank_and_counts():
+def test_factorise_micro_vit_counts_and_exact_on_low_rank_weights():
     model = _micro_vit(1)
+    r = 8
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():  # weights of rank r: rank-r factors then reproduce the model exactly
+        for blk in model.blocks:
+            for lin in (blk.attn.qkv, blk.mlp.fc2):
+                m, n = lin.weight.shape
+                lin.weight.copy_(torch.randn(m, r, generator=g) @ torch.randn(r, n, generator=g) / n)
     x = torch.randn(3, 3, 16, 16)
     with torch.no_grad():
         ref = model(x)
     before = sum(p.numel() for p in model.parameters())
-    n_factor = factorise_linears(model, None, rank=64, targets=["head", "qkv", "fc2"])
-    # head 32->1: r=1 -> 33; qkv 32->96: r=32 -> 32*128; fc2 128->32: r=32 -> 32*160; two blocks
-    assert n_factor == 33 + 2 * 32 * 128 + 2 * 32 * 160
-    assert isinstance(model.head, LowRankLinear) and isinstance(model.blocks[1].attn.qkv, LowRankLinear)
+    n_factor = factorise_linears(model, None, rank=r, targets=["qkv", "fc2"])
+    # qkv 32->96: 8*(96+32); fc2 128->32: 8*(32+128); two blocks
+    assert n_factor == 2 * 8 * 128 + 2 * 8 * 160
+    assert isinstance(model.blocks[1].attn.qkv, LowRankLinear) and isinstance(model.head, nn.Linear)
     assert isinstance(model.blocks[0].mlp.fc2, LowRankLinear) and isinstance(model.blocks[0].mlp.fc1, nn.Linear)
     after = sum(p.numel() for p in model.parameters())
-    assert after - before == n_factor - (1 * 32 + 2 * 96 * 32 + 2 * 32 * 128)
+    assert after - before == n_factor - (2 * 96 * 32 + 2 * 32 * 128)
     with torch.no_grad():
         out = model(x)
     assert torch.allclose(out, ref, atol=1e-4, rtol=1e-4)
