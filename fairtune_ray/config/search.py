@@ -3,9 +3,10 @@ from __future__ import annotations
 
 from typing import Literal, Optional
 
-from pydantic import Field, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from fairtune_ray.config.base import StrictSection
+from fairtune_ray.config.constraint import parse_constraint, search_baselines
 
 CUDA_CONTEXT_MB = 500
 """Default MiB kept per fractional-GPU trial for its CUDA context (typically 300-600 MiB)."""
@@ -95,6 +96,17 @@ class SearchConfig(StrictSection):
     method: Literal["fairtune", "fisher", "both"] = Field("fairtune", description=(
         "'fairtune' searches mask bits and lr; 'fisher' searches lr and the Fisher options with every "
         "parameter trained; 'both' searches all of them."))
+    constraint: Optional[str] = Field(None, description=(
+        "Bounds a selected configuration must meet on validation, joined by `and`: `<metric> >= <number>` "
+        "(e.g. `min_auc >= 0.75` with `train.objective: overall_auc`) or relative to a baseline point of the "
+        "search, `auc_gap <= full` (+/- a number allowed): the value the full fine-tuning (or `linear` probe) "
+        "trial reached. A trial is feasible when every bound holds at its best epoch; selection and "
+        "confirmation rank feasible trials first, or take the least-violating one when none is. TPE and "
+        "ASHA see the objective penalised by `constraint_penalty` (absolute bounds only). null = no constraint."))
+    constraint_penalty: float = Field(10.0, ge=0, description=(
+        "What TPE and ASHA see for an epoch that breaks an absolute bound of `constraint`: the objective "
+        "minus (plus, when minimised) this times the violation, the sum over the bounds of how far each "
+        "metric lies on the wrong side (0.02 below `min_auc >= 0.75` costs 0.2 at the default)."))
     reuse_actors: bool = Field(False, description=(
         "Keep trial processes warm between trials: saves the ~3 s start-up of a trial on 2 cores, worth it "
         "when trials last seconds (e.g. the synthetic data)."))
@@ -102,6 +114,16 @@ class SearchConfig(StrictSection):
         "Which retrained models are saved in the run folder (safetensors + model.json, first retrain seed) "
         "and logged to the MLflow parent run as pyfunc models: 'selected' (runs/<name>/model), 'all' (the "
         "baselines too, under runs/<name>/models/) or 'none'. `fairtune-ray evaluate` and `predict` use them."))
+
+    @field_validator("constraint")
+    @classmethod
+    def _constraint_parses(cls, v: Optional[str], info: ValidationInfo) -> Optional[str]:
+        """A typo, an unknown metric or a baseline the search does not run fails at load."""
+        if v is None:
+            return v
+        baselines = search_baselines(info.data.get("method", "fairtune"), info.data.get("num_samples", 1))
+        parse_constraint(v, baselines)
+        return v.strip()
 
     @model_validator(mode="after")
     def _lr_range(self):

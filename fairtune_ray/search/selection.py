@@ -8,6 +8,10 @@ two group-vector strategies are offered:
 * ``dto``: distance to the utopia point: each group's AUC divided by the best AUC any trial
   reached on that group, then the trial closest (L2) to all ones.
 
+With ``search.constraint`` the strategy chooses among the feasible trials only (fairness-aware
+Bayesian optimisation: the best objective subject to the bounds); ``constrained_order`` is the one
+ranking rule (feasible first, then by violation) that confirmation and the report share.
+
 Trials are ``{"trial_id": str, "metrics": {flat metrics, keys maybe prefixed}, ...}``.
 """
 from __future__ import annotations
@@ -20,7 +24,7 @@ import numpy as np
 
 from fairtune_ray.metrics.objectives import Objective
 
-__all__ = ["STRATEGIES", "select_trial", "pareto_front", "group_auc_matrix"]
+__all__ = ["STRATEGIES", "select_trial", "constrained_order", "pareto_front", "group_auc_matrix"]
 
 STRATEGIES = ("best", "pareto", "dto")
 
@@ -94,38 +98,66 @@ def pareto_front(trials: Sequence[Mapping[str, Any]], prefix: str = "") -> list[
     return [_tid(trials[i], i) for i, keep in zip(rows, mask) if keep]
 
 
+def constrained_order(values: Sequence[float], objective: Objective,
+                      violations: Optional[Sequence[float]] = None) -> list[int]:
+    """Indices best first: feasible (violation 0) by value, then infeasible by violation, then value.
+
+    A NaN value ranks last within its class, a NaN violation counts as unbounded; ties keep order.
+    Without ``violations`` every index is feasible (the plain ranking by value).
+    """
+    def key(i: int) -> tuple:
+        v = 0.0 if violations is None else _as_float(violations[i])
+        v = math.inf if math.isnan(v) else v
+        x = _as_float(values[i])
+        return (v > 0.0, v, math.isnan(x), 0.0 if math.isnan(x) else -objective.sign * x, i)
+
+    return sorted(range(len(values)), key=key)
+
+
+def _objective_values(trials: Sequence[Mapping[str, Any]], objective: Objective, prefix: str) -> list[float]:
+    out = []
+    for t in trials:
+        try:
+            out.append(objective.value(_metrics(t), prefix))
+        except KeyError:
+            out.append(float("nan"))
+    return out
+
+
 def select_trial(
     trials: Sequence[Mapping[str, Any]],
     strategy: str,
     objective: Objective,
     baseline: Optional[Mapping[str, Any]] = None,
     prefix: str = "",
+    violations: Optional[Sequence[float]] = None,
 ) -> Mapping[str, Any]:
     """Pick one trial (returned as given) by ``best``, ``pareto`` or ``dto``; ties go to the earlier trial.
 
     ``baseline`` (for ``pareto``) is the reference model's metrics dict (or a trial dict holding
     one), normally full fine-tuning; its lowest-AUC group is the one the pick must serve best.
     Without it, the group with the lowest mean AUC across the trials is used.
+
+    ``violations`` (``search.constraint``, one per trial, 0 = feasible): the strategy picks among the
+    feasible trials only; when none is feasible, the least-violating trial is returned.
     """
     if not trials:
         raise ValueError("select_trial: the trial list is empty (did every trial fail?)")
     if strategy not in STRATEGIES:
         raise ValueError(f"unknown selection strategy '{strategy}'; choose one of {', '.join(STRATEGIES)}")
+    if violations is not None:
+        feasible = [t for t, v in zip(trials, violations) if _as_float(v) == 0.0]
+        if not feasible:
+            return trials[constrained_order(_objective_values(trials, objective, prefix), objective, violations)[0]]
+        trials = feasible
 
     if strategy == "best":
-        best_i, best_v = -1, float("nan")
-        for i, t in enumerate(trials):
-            try:
-                v = objective.value(_metrics(t), prefix)
-            except KeyError:
-                v = float("nan")
-            if objective.better(v, best_v):  # NaN never wins; the first finite value does
-                best_i, best_v = i, v
-        if best_i < 0:
+        values = _objective_values(trials, objective, prefix)
+        if not any(math.isfinite(v) for v in values):
             raise ValueError(
                 f"no trial has a defined value of objective '{objective.name}' (prefix '{prefix}')"
             )
-        return trials[best_i]
+        return trials[constrained_order(values, objective)[0]]
 
     rows, names, mat = group_auc_matrix(trials, prefix)
 

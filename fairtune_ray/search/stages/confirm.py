@@ -4,20 +4,25 @@ The single best of many noisy trials on a small validation split is partly the l
 winner's curse). The top ``search.confirm.top_k`` trials are retrained from the pre-trained weights
 with ``search.confirm.seeds`` seeds, as parallel Ray tasks that are given train and validation only,
 and selection ranks them by the seed mean (or its lower bound, mean - one standard error). The test
-split stays untouched until the final test.
+split stays untouched until the final test. With ``search.constraint`` the top k are taken among the
+feasible trials first (then the least violating), so confirmation is not spent on trials selection
+would rank last.
 """
 from __future__ import annotations
 
 import math
 import warnings
-from typing import Callable
+from typing import Callable, Optional
 
 import numpy as np
 from mlflow.tracking import MlflowClient
 
 from fairtune_ray.common.tables import format_table
+from fairtune_ray.config.constraint import Constraint
 from fairtune_ray.metrics import parse_objective
 from fairtune_ray.metrics.objectives import Objective
+from fairtune_ray.search.constraint import resolve_or_fail, trial_violations
+from fairtune_ray.search.selection import constrained_order
 from fairtune_ray.search.space import spec_from_trial_config
 from fairtune_ray.search.stages.types import Confirmation, Prepared, TuneOutcome
 from fairtune_ray.search.validation_fits import run_validation_fits
@@ -29,7 +34,8 @@ CONFIRM_COLUMNS = [("trial_id", "trial"), ("search_objective", "search value"), 
 def confirm(p: Prepared, tuned: TuneOutcome, log: Callable = print) -> Confirmation:
     cfg, settings = p.cfg, p.cfg.search.confirm
     objective = parse_objective(cfg.train.objective)
-    top = top_trials(tuned.trials, objective, settings.top_k)
+    constraint = resolve_or_fail(cfg, tuned.trials, p.n_bits, p.tracking_uri, p.parent_run_id, log)
+    top = top_trials(tuned.trials, objective, settings.top_k, constraint)
     if not top:
         return Confirmation([], settings.statistic)
     seeds = [cfg.train.seed + i for i in range(settings.seeds)]
@@ -40,16 +46,23 @@ def confirm(p: Prepared, tuned: TuneOutcome, log: Callable = print) -> Confirmat
     fits = run_validation_fits(cfg, specs, p.data, p.checkpoint)
     confirmed = [confirmed_trial(t, [fits[(t["trial_id"], s)] for s in seeds], objective, settings.statistic)
                  for t in top]
-    table = format_table(confirmed, CONFIRM_COLUMNS)
+    columns = CONFIRM_COLUMNS
+    if constraint is not None:  # judged on the seed-mean metrics, as selection judges them
+        for c, v in zip(confirmed, trial_violations(constraint, confirmed)):
+            c["feasible"] = "yes" if v == 0.0 else f"no ({v:.3g})"
+        columns = [*CONFIRM_COLUMNS, ("feasible", f"feasible: {constraint.resolved_text}")]
+    table = format_table(confirmed, columns)
     log(f"\nconfirmation on validation ({cfg.train.objective}; selection ranks by the seed {settings.statistic}):\n{table}")
     MlflowClient(p.tracking_uri).log_text(p.parent_run_id, table, "confirmation.md")
     return Confirmation(confirmed, settings.statistic)
 
 
-def top_trials(trials: list[dict], objective: Objective, k: int) -> list[dict]:
-    """The ``k`` non-failed trials with the best finite search value (ties keep trial order)."""
+def top_trials(trials: list[dict], objective: Objective, k: int, constraint: Optional[Constraint] = None) -> list[dict]:
+    """The ``k`` non-failed trials with the best finite search value (ties keep trial order); with a
+    (resolved) constraint the feasible ones first, then the least violating."""
     ok = [t for t in trials if t.get("status") != "failed" and math.isfinite(float(t.get("objective", math.nan)))]
-    return sorted(ok, key=lambda t: -objective.sign * float(t["objective"]))[:k]
+    order = constrained_order([float(t["objective"]) for t in ok], objective, trial_violations(constraint, ok))
+    return [ok[i] for i in order[:k]]
 
 
 def confirmed_trial(trial: dict, runs: list[dict], objective: Objective, statistic: str) -> dict:

@@ -5,6 +5,7 @@ An interrupted study (Ctrl-C) keeps its Tune state; ``--resume`` continues it wi
 """
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Callable
 
@@ -21,7 +22,7 @@ from fairtune_ray.search.shared_data import SharedDataset
 from fairtune_ray.search.space import baseline_points, build_param_space, initial_points, uses_fisher
 from fairtune_ray.search.stages.types import Prepared, TuneOutcome
 from fairtune_ray.search.trial import run_trial
-from fairtune_ray.search.tune_value import epoch_value_key
+from fairtune_ray.search.tune_value import TUNE_METRIC, epoch_value_key
 from fairtune_ray.search.tuner import build_tuner, make_scheduler, trial_resources
 from fairtune_ray.tracking import finish_child_runs
 
@@ -90,7 +91,8 @@ def _fail_if_incomplete(p: Prepared, result_grid, log: Callable) -> None:
 
 
 def trial_records(result_grid, cfg: ExperimentConfig, statuses: Statuses) -> list[dict]:
-    """One record per trial: its configuration and the validation metrics of its best epoch."""
+    """One record per trial: its configuration, the validation metrics of its best epoch and the value
+    Tune last saw (``search_value``: the objective, penalised when a constraint is broken)."""
     objective, key = parse_objective(cfg.train.objective), epoch_value_key(cfg)
     records = []
     for res in result_grid:
@@ -103,7 +105,8 @@ def trial_records(result_grid, cfg: ExperimentConfig, statuses: Statuses) -> lis
         metrics = {k[len("val/"):]: v for k, v in best.items() if isinstance(k, str) and k.startswith("val/")}
         trial_id = res.metrics.get("trial_id") or Path(res.path).name
         records.append({"trial_id": trial_id, "config": dict(res.config), "metrics": metrics,
-                        "objective": float(best[key]), "best_epoch": int(best["epoch"]), "epochs": int(df["epoch"].max()),
+                        "objective": float(best[key]), "search_value": float(best.get(TUNE_METRIC, math.nan)),
+                        "best_epoch": int(best["epoch"]), "epochs": int(df["epoch"].max()),
                         "trainable_params": int(best.get("trainable_params", 0)),
                         "status": statuses.get(trial_id, ("unknown", ""))[0]})
     return records
