@@ -2,7 +2,7 @@
 
 Layout (one job per module):
   data/      manifests, packed image shards, synthetic default, dataset adapters
-  models/    timm backbones, PEFT masks, LoRA, Fisher-weighted low-rank layers
+  models/    timm backbones, PEFT masks, PEFT adapters (HF peft) placed by the mask, Fisher-weighted low-rank layers
   metrics/   dataset-level subgroup metrics, objectives, bootstrap intervals
   fisher/    per-group Fisher information and its neutralisation
   training/  the inner fine-tune loop under Accelerate, backbone pre-training

@@ -10,6 +10,7 @@ from fairtune_ray.config.experiment import ExperimentConfig, TrackingConfig
 from fairtune_ray.config.fisher import FisherConfig
 from fairtune_ray.config.loading import config_from_dict, load_config
 from fairtune_ray.config.model import BackboneConfig, MaskConfig, MicroConfig
+from fairtune_ray.config.peft import PeftConfig
 from fairtune_ray.config.search import AshaConfig, ResourcesConfig, SearchConfig, TrialConfig
 from fairtune_ray.config.train import TrainConfig
 
@@ -27,6 +28,7 @@ __all__ = [
     "FisherConfig",
     "MaskConfig",
     "MicroConfig",
+    "PeftConfig",
     "ResourcesConfig",
     "SearchConfig",
     "SyntheticConfig",

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import math
-from typing import Optional
+from typing import Any, Optional
 
 from pydantic import Field, field_validator, model_validator
 
@@ -10,6 +10,7 @@ from fairtune_ray.config.base import StrictSection
 from fairtune_ray.config.data import DataConfig
 from fairtune_ray.config.fisher import FisherConfig
 from fairtune_ray.config.model import BackboneConfig, MaskConfig
+from fairtune_ray.config.peft import PeftConfig
 from fairtune_ray.config.search import SearchConfig, TrialConfig
 from fairtune_ray.config.train import TrainConfig
 
@@ -33,10 +34,25 @@ class ExperimentConfig(StrictSection):
     backbone: BackboneConfig = Field(BackboneConfig(), description="The pre-trained model.")
     train: TrainConfig = Field(TrainConfig(), description="The inner fine-tune.")
     mask: MaskConfig = Field(MaskConfig(), description="The mask space the search explores.")
+    peft: PeftConfig = Field(PeftConfig(), description="PEFT methods (HF peft) whose adapters the mask places.")
     search: SearchConfig = Field(SearchConfig(), description="The outer loop, selection, retraining and testing.")
     trial: TrialConfig = Field(TrialConfig(), description="How each trial runs and what it reserves.")
     fisher: FisherConfig = Field(FisherConfig(), description="The Fisher method's options.")
     tracking: TrackingConfig = Field(TrackingConfig(), description="MLflow.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _lora_rank_moved(cls, data: Any) -> Any:
+        """``train.lora_rank`` (the hand-written LoRA's rank) is now ``peft.rank``: an old config still loads."""
+        train = data.get("train") if isinstance(data, dict) else None
+        if not isinstance(train, dict) or "lora_rank" not in train:
+            return data
+        peft = data.get("peft") if isinstance(data.get("peft"), dict) else {}
+        if "rank" in peft and peft["rank"] != train["lora_rank"]:
+            raise ValueError(f"train.lora_rank ({train['lora_rank']}) is the old name of peft.rank ({peft['rank']}); "
+                             "keep only peft.rank")
+        return {**data, "train": {k: v for k, v in train.items() if k != "lora_rank"},
+                "peft": {**peft, "rank": train["lora_rank"]}}
 
     @field_validator("train")
     @classmethod

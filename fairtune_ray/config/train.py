@@ -33,13 +33,13 @@ class TrainConfig(StrictSection):
         "its direction (min_auc, es_auc maximised; auc_gap minimised), or a linear combination whose terms all "
         "pull one way (a negative coefficient reverses a metric): `min_auc - 0.5*auc_gap` is maximised, "
         "`auc_gap + eodds_diff` minimised; `min_auc + auc_gap` and unknown metrics fail at load. An optional "
-        "`max:` / `min:` prefix states the intended direction."))
+        "`max:` / `min:` prefix states the intended direction. fairlearn's names work as ours "
+        "(`equalized_odds_difference` = eodds_diff, `demographic_parity_difference` = dp_diff, "
+        "`equal_opportunity_difference` = eop_diff, `roc_auc_score_group_min` = min_auc, ...)."))
     seed: int = Field(0, description=(
         "Seed of a fine-tune (head initialisation, batch order); retrains use seed, seed+1, ... It also "
         "draws the Fisher samples."))
     threads: int = Field(0, ge=0, description=(
         "torch CPU threads of a trial process; 0 = as many as the trial's CPUs (`trial.resources.cpu`)."))
-    lora_rank: int = Field(4, ge=1, description=(
-        "Rank of the LoRA adapters of the 'lora' baseline (on the blocks' attn.qkv and attn.proj layers)."))
     select_epoch: Literal["best", "last"] = Field("best", description=(
         "Weights evaluated after training: those of the best epoch by the validation objective, or of the last."))

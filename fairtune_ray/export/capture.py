@@ -3,6 +3,7 @@ exported hands it an Accelerator that remembers the model it prepared (the loop 
 epoch into that same module before it returns)."""
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from typing import Optional
 
@@ -11,7 +12,7 @@ from safetensors.torch import save as safetensors_bytes
 from torch import nn
 
 from fairtune_ray.config import ExperimentConfig
-from fairtune_ray.models import backbone_data_config
+from fairtune_ray.models import backbone_data_config, has_adapters, merge_adapters
 from fairtune_ray.training.loop import accelerator_options
 
 
@@ -49,7 +50,11 @@ class TrainedWeights:
 
 
 def capture(model: nn.Module) -> TrainedWeights:
-    """The full state dict (frozen weights, adapters, low-rank factors, buffers) as safetensors bytes."""
+    """The full state dict (frozen weights, low-rank factors, buffers) as safetensors bytes. PEFT adapters
+    are merged into their base weights first (on a copy, as peft's ``merge_and_unload``): the exported
+    model is a plain backbone, which ``evaluate`` and ``predict`` rebuild without peft."""
+    if has_adapters(model):
+        model = merge_adapters(copy.deepcopy(model))
     state = {k: v.detach().to("cpu").clone().contiguous() for k, v in model.state_dict().items()}
     dc = backbone_data_config(model)
     preprocess = {"mean": [float(x) for x in dc["mean"]], "std": [float(x) for x in dc["std"]],

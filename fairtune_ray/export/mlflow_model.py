@@ -79,11 +79,14 @@ def log_model(client: MlflowClient, run_id: str, folder: Union[str, Path], artif
     Returns its ``models:/<model_id>`` URI."""
     run = client.get_run(run_id)
     meta = read_model_meta(folder)
-    logged = client.create_logged_model(run.info.experiment_id, name=artifact_path, source_run_id=run_id,
+    adapters = meta.get("adapters") or {}
+    # a logged model's name may not hold '/': models/lora (search.export: all) is logged as models-lora
+    logged = client.create_logged_model(run.info.experiment_id, name=artifact_path.replace("/", "-"), source_run_id=run_id,
                                         model_type="fairtune-ray pyfunc",
                                         tags={"fairtune.role": str(meta.get("role", "")),
                                               "fairtune.method": str(meta.get("method", ""))},
-                                        params={"mask": str(meta["spec"]["mask"]), "lr": str(meta["spec"]["lr"])})
+                                        params={"mask": str(meta["spec"]["mask"]), "lr": str(meta["spec"]["lr"]),
+                                                "peft": str(adapters.get("method", "mask"))})
     with tempfile.TemporaryDirectory(prefix="fairtune-pyfunc-") as tmp:
         local = save_pyfunc(folder, Path(tmp) / "model")
         client.log_model_artifacts(logged.model_id, str(local))

@@ -1,8 +1,9 @@
 """model.json + model.safetensors -> the fine-tuned network, ready to score uint8 images.
 
-The module structure a fine-tune changed is rebuilt before the weights load strictly: LoRA adapters
-(``apply_mask`` with the lora baseline) and Fisher low-rank factors (``LowRankLinear`` in place of
-the factorised ``nn.Linear``, shapes read from the weights). Nothing is downloaded and the
+The module structure a fine-tune changed is rebuilt before the weights load strictly: Fisher low-rank
+factors (``LowRankLinear`` in place of the factorised ``nn.Linear``, shapes read from the weights).
+PEFT adapters need no rebuilding: they were merged into the base weights at export (``capture``), so
+a model trained with adapters loads as a plain backbone, without peft. Nothing is downloaded and the
 pre-training checkpoint is not needed: every weight comes from the safetensors file.
 """
 from __future__ import annotations
@@ -29,11 +30,25 @@ def rebuild_model(meta: dict, state: dict[str, torch.Tensor]) -> nn.Module:
     backbone = BackboneConfig.model_validate({**meta["backbone"], "pretrained": False, "checkpoint": None})
     model = create_backbone(backbone, num_classes=1, checkpoint=None)
     spec = TrialSpec(**meta["spec"])
-    apply_mask(model, Mask.parse(spec.mask, model=model), lora_rank=int(meta.get("lora_rank", 4)))
+    if spec.peft_method:  # merged at export: the backbone's own structure
+        state = _merge_old_lora(state)
+    else:
+        apply_mask(model, Mask.parse(spec.mask, model=model))
     if spec.uses_fisher and spec.rank > 0 and spec.factorise:
         _low_rank_shells(model, spec.factorise, state)
     model.load_state_dict(state, strict=True)
     return model.eval()
+
+
+def _merge_old_lora(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A ``lora`` model exported before adapters came from peft holds the hand-written LoRA's factors
+    ``<layer>.lora_A`` / ``.lora_B`` (alpha = rank, scaling 1): merged here as W + B A."""
+    out = {k: v for k, v in state.items() if not k.endswith((".lora_A", ".lora_B"))}
+    for key in state:
+        if key.endswith(".lora_A"):
+            layer = key[:-len(".lora_A")]
+            out[f"{layer}.weight"] = state[f"{layer}.weight"] + state[f"{layer}.lora_B"] @ state[key]
+    return out
 
 
 def _low_rank_shells(model: nn.Module, targets: list[str], state: dict[str, torch.Tensor]) -> None:

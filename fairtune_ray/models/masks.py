@@ -3,17 +3,18 @@
 A *mask* is a space name plus a 0/1 string (see ``fairtune_ray.models.spaces`` for the spaces);
 ``apply_mask`` turns it into ``requires_grad`` flags. The classification head is always
 trainable; patch embedding, cls token, pos embed and the final norm stay frozen unless a space
-says otherwise. Fixed baselines (full, linear, bitfit, attn_only, norm_only, lora) are masks
-without bits, serialised by their names, so every trial logs a mask the same way.
+says otherwise. Fixed baselines (full, linear, bitfit, attn_only, norm_only, and the PEFT methods
+lora, dora, ia3, loha) are masks without bits, serialised by their names, so every trial logs a mask
+the same way. With a PEFT method the mask decides where its adapters go (``models/adapters.py``).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Mapping, Optional, Sequence
 
 from torch import nn
 
-from fairtune_ray.models.lora import DEFAULT_TARGETS, apply_lora
+from fairtune_ray.models.adapters import AdapterSpec, has_adapters, insert_adapters, peft_method_names
 from fairtune_ray.models.param_groups import MaskSpaceError
 from fairtune_ray.models.spaces import MaskSpace, get_space, is_baseline, list_spaces, space_spec
 
@@ -136,7 +137,8 @@ def mask_from_bits(space: str | MaskSpace, bits: "Sequence[Any] | str | Mapping[
 
 
 def trainable_param_names(model: nn.Module, mask: "Mask | str") -> set[str]:
-    """Names ``apply_mask`` would make trainable (LoRA: head only, before adapters exist)."""
+    """Names ``apply_mask`` would make trainable; with a PEFT method (a PEFT baseline is one), the
+    parameters whose linears get adapters (before the adapters exist), plus the head."""
     m = Mask.parse(mask)
     space = get_space(m.space, model)
     m.check(space)
@@ -147,22 +149,30 @@ def trainable_param_names(model: nn.Module, mask: "Mask | str") -> set[str]:
     return names
 
 
-def apply_mask(
-    model: nn.Module,
-    mask: "Mask | str",
-    *,
-    lora_rank: int = 4,
-    lora_alpha: float | None = None,
-    lora_targets: Iterable[str] = DEFAULT_TARGETS,
-) -> int:
+def mask_adapters(mask: "Mask | str", adapters: Optional[AdapterSpec] = None) -> Optional[AdapterSpec]:
+    """The PEFT method a mask trains with: ``adapters`` if given, else the PEFT baseline's own method
+    at its defaults (mask ``lora``), else None (the mask's groups train their own weights)."""
+    space = mask.space if isinstance(mask, Mask) else str(mask).partition(":")[0].strip()
+    if adapters is None and space in peft_method_names():
+        return AdapterSpec(space)
+    return adapters
+
+
+def apply_mask(model: nn.Module, mask: "Mask | str", *, adapters: Optional[AdapterSpec] = None) -> int:
     """Set ``requires_grad`` exactly as the mask defines; return the trainable element count.
 
-    Every flag is reset first, so applying masks one after another never leaks state.
+    With ``adapters`` (or a PEFT baseline mask) the method's adapters go into the chosen linears of
+    the groups that are on, and only they and the head train. Every flag is reset first, so applying
+    masks one after another never leaks state (adapters, once inserted, cannot be applied again).
     """
+    if has_adapters(model):  # their layers renamed the base weights the spaces are built from
+        raise ValueError("the model already has PEFT adapters; build a fresh backbone to apply another mask")
     m = Mask.parse(mask, model=model) if isinstance(mask, str) else mask
-    if m.space == "lora":
-        return apply_lora(model, rank=lora_rank, alpha=lora_alpha, targets=lora_targets)
     names = trainable_param_names(model, m)
+    adapters = mask_adapters(m, adapters)
+    if adapters is not None:
+        insert_adapters(model, names, adapters)
+        return sum(p.numel() for p in model.parameters() if p.requires_grad)
     total = 0
     for n, p in model.named_parameters():
         on = n in names

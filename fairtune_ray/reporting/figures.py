@@ -97,7 +97,9 @@ def masks_spec(data: RunData) -> FigureSpec:
     return FigureSpec(
         "masks", "Masks of the top trials",
         "Each row is one trial (best objective first, \u2605 = selected), each column one parameter group of the "
-        "mask space; a trained group is coloured by the trial's validation objective, a frozen group is grey.",
+        "mask space; a trained group is coloured by the trial's validation objective, a frozen group is grey. "
+        "A row label that names a PEFT method (lora, dora, ia3, loha, with rank, alpha and target kinds) marks a "
+        "trial whose trained groups hold that method's adapters in their linears, base weights frozen.",
         lambda: plots.mask_heatmap_figure(trials, data.bit_keys, data.group_names, data.objective, data.mode,
                                           data.selected_id),
         None if (trials and data.bit_keys) else "the trials have no mask bits (method without a mask search)")

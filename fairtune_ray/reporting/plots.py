@@ -44,6 +44,16 @@ def all_finite(*vals) -> bool:
 
 
 # --------------------------------------------------------------------------- masks
+def peft_label(config: Mapping) -> str:
+    """The trial's PEFT method for a row label ('' for a mask alone): '  lora r8 a16 qkv+proj', '  ia3 fc1+fc2'."""
+    method = str(config.get("peft", "mask"))
+    if method == "mask":
+        return ""
+    rank, alpha = int(as_float(config.get("peft_rank"))), as_float(config.get("peft_alpha"))
+    settings = "" if method == "ia3" else f" r{rank} a{alpha:g}"  # IA3 reads neither
+    return f"  {method}{settings} {config.get('peft_targets', '')}"
+
+
 def mask_heatmap_figure(trials: Sequence[Mapping], bit_keys: Sequence[str], group_names: Sequence[str],
                         objective: str, mode: str, selected_id: Optional[str], top: int = 15) -> Figure:
     """Rows: the top trials by validation objective (best first); columns: parameter groups.
@@ -70,7 +80,8 @@ def mask_heatmap_figure(trials: Sequence[Mapping], bit_keys: Sequence[str], grou
         star = "\u2605 " if str(t["trial_id"]) == str(selected_id) else ""
         lr = as_float(t["config"].get("lr"))
         labels.append(f"{star}{t['trial_id']}  {as_float(t['objective']):.3f}  lr {lr:.1e}  "
-                      f"({int(sum(int(as_float(t['config'].get(b, 0)) or 0) for b in bit_keys))}/{k})")
+                      f"({int(sum(int(as_float(t['config'].get(b, 0)) or 0) for b in bit_keys))}/{k})"
+                      f"{peft_label(t['config'])}")
     ax.set_yticks(range(n))
     ax.set_yticklabels(labels, fontsize=8, family="monospace")
     ax.set_xticks(np.arange(-0.5, k, 1), minor=True)
@@ -78,7 +89,7 @@ def mask_heatmap_figure(trials: Sequence[Mapping], bit_keys: Sequence[str], grou
     ax.grid(which="minor", color="white", linewidth=1.2)
     ax.tick_params(which="minor", length=0)
     ax.set_xlabel("parameter group (one mask bit each)")
-    ax.set_ylabel(f"trial (val {objective}, lr, trained groups)")
+    ax.set_ylabel(f"trial (val {objective}, lr, trained groups, PEFT method)")
     best = "highest" if mode == "max" else "lowest"
     ax.set_title(f"Masks of the top {n} trials ({best} validation {objective} first)", pad=30)
     cb = fig.colorbar(im, ax=ax, fraction=0.04, pad=0.02)

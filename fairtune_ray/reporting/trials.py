@@ -42,7 +42,7 @@ def baseline_trial_ids(trials: list[dict], keys: list[str]) -> dict[str, str]:
     ids: dict[str, str] = {}
     for t in trials:
         bits = trial_bits(t, keys)
-        if bits == "1" * len(keys):
+        if bits == "1" * len(keys) and t["config"].get("peft", "mask") == "mask":  # all ones with adapters: not full
             ids.setdefault("full", str(t["trial_id"]))
         elif bits == "0" * len(keys):
             ids.setdefault("linear", str(t["trial_id"]))

@@ -6,6 +6,7 @@ from typing import Optional
 
 import ray
 
+from fairtune_ray.models.adapters import peft_method
 from fairtune_ray.tracking import ChildRunLogger
 from fairtune_ray.training.spec import TrialSpec
 
@@ -13,9 +14,22 @@ from fairtune_ray.training.spec import TrialSpec
 def trial_params(spec: TrialSpec, space_name: str, trainable: Optional[int] = None) -> dict:
     params = {"mask": spec.mask, "space": space_name if ":" in spec.mask else spec.mask, "lr": spec.lr,
               "seed": spec.seed, "ewc_lambda": spec.ewc_lambda, "gamma": spec.gamma, "rank": spec.rank,
-              "factorise": "+".join(spec.factorise) or "none"}
+              "factorise": "+".join(spec.factorise) or "none", **peft_params(spec)}
     if trainable is not None:
         params["trainable_params"] = trainable
+    return params
+
+
+def peft_params(spec: TrialSpec) -> dict:
+    """The PEFT method and its settings ('mask' and 'none' without adapters; rank and alpha only where the
+    method reads them). The count of adapted layers is logged at the first epoch (``adapted_modules``)."""
+    method = spec.peft_method
+    if not method:
+        return {"peft": "mask", "peft_targets": "none"}
+    params = {"peft": method, "peft_targets": "+".join(spec.peft_targets)}
+    if peft_method(method).uses_rank:
+        alpha = spec.peft_alpha if spec.peft_alpha is not None else spec.peft_rank
+        params.update(peft_rank=spec.peft_rank, peft_alpha=alpha)
     return params
 
 

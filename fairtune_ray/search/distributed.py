@@ -211,7 +211,7 @@ def _worker_loop(config: dict) -> None:
         record = best_so_far(dict(record, world_size=accelerator.num_processes))
         if client is not None:
             if epoch == 1:
-                for key in ("trainable_params", "effective_batch_size"):
+                for key in ("trainable_params", "effective_batch_size", "adapted_modules"):
                     client.log_param(config["run_id"], key, record[key])
             log_metrics(client, config["run_id"], record, step=epoch)
         ray.train.report(dict(record, node_id=here["node_id"]))  # every rank: Train V2 syncs on report

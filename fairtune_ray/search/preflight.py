@@ -2,14 +2,14 @@
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Optional
 
 import torch
 
 from fairtune_ray.config import ConfigError, ExperimentConfig
 from fairtune_ray.data.groups import coding_for, with_group_column
 from fairtune_ray.data.splits import check_split_coverage
-from fairtune_ray.models import Mask, MaskSpaceError, create_backbone, get_space
+from fairtune_ray.models import NO_ADAPTER, Mask, MaskSpaceError, create_backbone, get_space, kinds_reason, peft_method_names
 from fairtune_ray.models.lowrank import check_compresses, resolve_linear_targets
 
 if TYPE_CHECKING:
@@ -39,6 +39,24 @@ def check_mask(cfg: ExperimentConfig, text: str, where: str, model=None) -> Mask
         return Mask.parse(text, model=model)
     except MaskSpaceError as err:
         raise ConfigError(f"{where}: {err}") from None
+
+
+def check_adapters(cfg: ExperimentConfig, model=None, finetune: Optional[str] = None) -> None:
+    """PEFT adapters go into linears of the chosen kinds (qkv, proj, fc1, fc2 in a ViT): a PEFT method in
+    ``peft.methods`` needs each of ``peft.target_sets`` to match some, one in ``search.baselines`` (or
+    ``finetune``, the method of ``finetune --peft``, checked alone) ``peft.targets``. Why here: on a
+    backbone without them (a ResNet) every such trial would train the head alone, after the whole search."""
+    searched = [m for m in cfg.peft.methods if m != NO_ADAPTER] if finetune is None else []
+    fixed = [b for b in (cfg.search.baselines if finetune is None else [finetune]) if b in peft_method_names()]
+    checks = [(f"peft.target_sets[{i}]", kinds, searched) for i, kinds in enumerate(cfg.peft.target_sets) if searched]
+    checks += [("peft.targets", cfg.peft.targets, fixed)] if fixed else []
+    model = model if model is not None or not checks else structure_model(cfg)
+    for where, kinds, methods in checks:
+        reason = kinds_reason(model, kinds)
+        if reason is not None:
+            raise ConfigError(f"{where}: PEFT {methods} on backbone '{cfg.backbone.name}' ({type(model).__name__}): "
+                              f"{reason}; name kinds the backbone has, or use masks alone (`peft.methods: [mask]`, "
+                              "no PEFT method in `search.baselines`)")
 
 
 def check_resources(cfg: ExperimentConfig, cluster_address: str | None = None) -> None:
@@ -97,4 +115,5 @@ def preflight(cfg: ExperimentConfig, cluster_address: str | None = None):
     for i, baseline in enumerate(cfg.search.baselines):
         check_mask(cfg, baseline, f"search.baselines[{i}]", model)
     check_factorisation(cfg, model)
+    check_adapters(cfg, model)
     return space

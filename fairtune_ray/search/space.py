@@ -5,6 +5,13 @@ parameter group separately, as FairTune does. The learning rate is log-uniform. 
 ``method: fisher`` or ``both`` the EWC strength lambda (log-uniform, with an explicit 0) and gamma
 join the space, and, when ``fisher.factorise`` names layers, the SVD rank and the factorised-layer
 set (without layers a rank would be a dimension that changes nothing).
+
+With ``peft.methods`` beyond [mask] a categorical ``peft`` dimension joins the space, with its
+conditional parameters ``peft_rank``, ``peft_alpha`` and ``peft_targets`` as flat dimensions: a trial
+that draws 'mask' ignores them (and 'ia3' ignores rank and alpha), as a trial with ``ewc_on = 0``
+ignores ``ewc_lambda``. Why flat: the searcher, its initial points, ASHA's protected points and the
+trial records all read flat configs; TPE then credits an ignored value with the trial's result too,
+which only blurs, never biases, what it learns about the methods. The mask bits place the adapters.
 """
 from __future__ import annotations
 
@@ -13,6 +20,7 @@ from typing import Optional
 from ray import tune
 
 from fairtune_ray.config import ExperimentConfig
+from fairtune_ray.models.adapters import NO_ADAPTER
 from fairtune_ray.training.spec import TrialSpec
 
 FIXED_KEY = "fixed"  # points_to_evaluate may name a fixed mask (a prior) instead of bits
@@ -46,6 +54,26 @@ def searches_rank(cfg: ExperimentConfig) -> bool:
     return uses_fisher(cfg) and bool(cfg.fisher.factorise)
 
 
+def searches_peft(cfg: ExperimentConfig) -> bool:
+    """The space has a ``peft`` dimension (``peft.methods`` is more than [mask])."""
+    return cfg.peft.searched
+
+
+def target_choices(cfg: ExperimentConfig) -> list[str]:
+    """The target-kind sets TPE chooses between, as '+'-joined strings ('qkv+proj')."""
+    return ["+".join(kinds) for kinds in cfg.peft.target_sets]
+
+
+def _peft_dims(cfg: ExperimentConfig) -> dict:
+    return {"peft": tune.choice(list(cfg.peft.methods)), "peft_rank": tune.choice(list(cfg.peft.ranks)),
+            "peft_alpha": tune.choice(list(cfg.peft.alphas)), "peft_targets": tune.choice(target_choices(cfg))}
+
+
+def first_peft_method(cfg: ExperimentConfig) -> str:
+    """The method of the baseline points: 'mask' when searched (so all ones is full fine-tuning), else the first."""
+    return NO_ADAPTER if NO_ADAPTER in cfg.peft.methods else cfg.peft.methods[0]
+
+
 def build_param_space(cfg: ExperimentConfig, n_bits: int) -> dict:
     space: dict = {}
     if uses_mask_bits(cfg):
@@ -59,6 +87,8 @@ def build_param_space(cfg: ExperimentConfig, n_bits: int) -> dict:
     if searches_rank(cfg):
         space["rank"] = tune.choice(list(cfg.fisher.ranks))
         space["factorise"] = tune.choice(factorise_choices(cfg))
+    if searches_peft(cfg):
+        space.update(_peft_dims(cfg))
     return space
 
 
@@ -71,6 +101,9 @@ def _point(cfg: ExperimentConfig, n_bits: int, bits: Optional[str], lr: float) -
                       "gamma": cfg.fisher.gamma[0]})
     if searches_rank(cfg):
         point.update({"rank": cfg.fisher.ranks[0], "factorise": ""})
+    if searches_peft(cfg):
+        point.update({"peft": first_peft_method(cfg), "peft_rank": cfg.peft.ranks[0],
+                      "peft_alpha": cfg.peft.alphas[0], "peft_targets": target_choices(cfg)[0]})
     return point
 
 
@@ -126,4 +159,9 @@ def spec_from_trial_config(config: dict, cfg: ExperimentConfig, space_name: str,
         layers = [s for s in str(config.get("factorise", "")).split("+") if s]
         spec.factorise = layers
         spec.rank = int(config["rank"]) if layers else 0
+    if searches_peft(cfg) and str(config.get("peft", NO_ADAPTER)) != NO_ADAPTER:
+        spec.peft, spec.peft_rank = str(config["peft"]), int(config["peft_rank"])
+        spec.peft_alpha = float(config["peft_alpha"])
+        spec.peft_targets = [k for k in str(config["peft_targets"]).split("+") if k]
+        spec.factorise, spec.rank = [], 0  # adapters and Fisher factors would replace the same layers
     return spec

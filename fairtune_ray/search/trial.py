@@ -41,7 +41,7 @@ def run_trial(config: dict, *, cfg_dict: dict, data: DatasetArg, checkpoint: Che
             hook(epoch=epoch, spec=spec, trial_dir=trial_dir, rank=0)
         if logger is not None:
             if epoch == 1:
-                for key in ("trainable_params", "effective_batch_size"):
+                for key in ("trainable_params", "effective_batch_size", "adapted_modules"):
                     logger.client.log_param(logger.run_id, key, record[key])
             logger.log_epoch(epoch, record)
         tune.report(best_so_far(record))

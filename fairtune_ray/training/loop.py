@@ -26,7 +26,7 @@ from fairtune_ray.data.loading import BatchTransform, make_loader, split_tensors
 from fairtune_ray.data.packed import PackedDataset
 from fairtune_ray.metrics import compute_metrics, objective_bound, parse_objective
 from fairtune_ray.metrics.objectives import Objective
-from fairtune_ray.models import backbone_data_config
+from fairtune_ray.models import adapted_modules, backbone_data_config
 from fairtune_ray.models.shipping import CheckpointLike
 from fairtune_ray.training.regime import effective_batch_size
 from fairtune_ray.training.setup import build_model
@@ -108,6 +108,7 @@ class _Run:
     step: int = 0
     seen: int = 0
     train_time: float = 0.0
+    adapted: int = 0  # layers holding a PEFT adapter
 
 
 def accelerator_options(cfg: ExperimentConfig) -> dict:
@@ -166,7 +167,7 @@ def _build_run(cfg: ExperimentConfig, spec: TrialSpec, data: PackedDataset, chec
     return _Run(cfg, spec, accelerator, model, trainable, penalty.to(accelerator.device) if penalty is not None else None,
                 transform, train_loader, eval_loaders, optimizer, scheduler,
                 make_loss(cfg, train_split.labels, accelerator.device), groups.names,
-                positive_is_disease=data.info.positive_is_disease)
+                positive_is_disease=data.info.positive_is_disease, adapted=len(adapted_modules(model)))
 
 
 def _train_epoch(run: _Run, epoch: int) -> float:
@@ -261,7 +262,7 @@ def fine_tune(
         val_scores, val_metrics = _evaluate(run, "val")
         value = objective.value(val_metrics)
         record = {"epoch": epoch, "train/loss": train_loss, "lr": run.optimizer.param_groups[0]["lr"],
-                  "objective": value, "trainable_params": run.trainable,
+                  "objective": value, "trainable_params": run.trainable, "adapted_modules": run.adapted,
                   "effective_batch_size": effective_batch_size(cfg, accelerator.num_processes),
                   **prefixed(val_metrics, "val")}
         if cfg.search.tune_value == "lcb":

@@ -1,4 +1,4 @@
-"""Build the model a trial trains: backbone, mask (or LoRA), and the Fisher options."""
+"""Build the model a trial trains: backbone, mask (and the PEFT adapters it places), and the Fisher options."""
 from __future__ import annotations
 
 from typing import Optional
@@ -19,6 +19,10 @@ from fairtune_ray.training.spec import TrialSpec
 def build_model(cfg: ExperimentConfig, spec: TrialSpec, checkpoint: CheckpointLike,
                 data: Optional[PackedDataset] = None) -> tuple[nn.Module, int, Optional[nn.Module]]:
     """Return (model, trainable-parameter count, optional penalty module).
+
+    With a PEFT method (``spec.adapters()``) the mask places the method's adapters (docs/design.md#mask-spaces):
+    the count is then the adapters' and the head's elements, as peft's ``get_nb_trainable_parameters``
+    counts them.
 
     The head: in a study that uses the Fisher (``cfg.fisher.importance_path`` is set, by the
     search, and its cache holds a fitted head, ``fisher.fit_head``), every model starts from that
@@ -49,13 +53,15 @@ def build_model(cfg: ExperimentConfig, spec: TrialSpec, checkpoint: CheckpointLi
     head = load_fitted_head(cfg.fisher.importance_path)
     if head is not None:
         set_head(model, head)
-    trainable = apply_mask(model, Mask.parse(spec.mask), lora_rank=cfg.train.lora_rank)
+    trainable = apply_mask(model, Mask.parse(spec.mask), adapters=spec.adapters())
     penalty = None
     if not spec.uses_fisher:
         return model, trainable, penalty
 
     importance = load_importance(cfg.fisher.importance_path, spec.gamma)
     if spec.rank > 0 and spec.factorise:
+        if spec.peft_method:  # the search never draws both (search/space.py drops the factors)
+            raise ValueError(f"spec {spec.short_name()}: PEFT adapters and Fisher factors would replace the same layers")
         factorise_linears(model, importance, spec.rank, spec.factorise)  # factors inherit the mask's flags
         trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     if spec.ewc_lambda > 0:

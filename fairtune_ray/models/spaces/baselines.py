@@ -1,7 +1,9 @@
-"""Fixed masks without bits: full, linear, bitfit, attn_only, norm_only and lora.
+"""Fixed masks without bits: full, linear, bitfit, attn_only, norm_only, and one per PEFT method
+(lora, dora, ia3, loha).
 
-Each lists what it trains besides the head. ``lora`` trains only the head here: its adapters are
-added (and switched on) by ``apply_lora`` itself.
+Each lists what it trains besides the head. A PEFT baseline lists every parameter: that is its
+*placement* (every group on), and ``apply_mask`` inserts the method's adapters into every linear of
+the default kinds there (``models/adapters.py``), training only those and the head.
 """
 from __future__ import annotations
 
@@ -9,17 +11,13 @@ from typing import Optional
 
 from torch import nn
 
-from fairtune_ray.models.lora import DEFAULT_TARGETS, lora_target_names
+from fairtune_ray.models.adapters import DEFAULT_KINDS, kinds_reason, peft_method, peft_method_names
 from fairtune_ray.models.param_groups import norm_param_names, vit_block_roles, vit_reason
 from fairtune_ray.models.spaces.registry import SpaceLayout, register_space
 
 
 def norm_reason(model: nn.Module) -> Optional[str]:
     return None if norm_param_names(model) else "has no normalisation layers with parameters"
-
-
-def lora_reason(model: nn.Module) -> Optional[str]:
-    return None if lora_target_names(model, DEFAULT_TARGETS) else f"no nn.Linear named {list(DEFAULT_TARGETS)}"
 
 
 @register_space("full", baseline=True)
@@ -52,7 +50,15 @@ def norm_only_space(model: nn.Module) -> SpaceLayout:
     return SpaceLayout(also_trainable=norm_param_names(model))
 
 
-@register_space("lora", baseline=True, fits=lora_reason)
-def lora_space(model: nn.Module) -> SpaceLayout:
-    """Low-rank adapters on the attention projections (added by apply_lora) and the head."""
-    return SpaceLayout()
+def register_peft_baseline(method: str) -> None:
+    """The fixed mask ``method``: the PEFT method at its default placement, every block's qkv/proj/fc1/fc2."""
+    def build(model: nn.Module) -> SpaceLayout:
+        return SpaceLayout(also_trainable=[n for n, _ in model.named_parameters()])
+
+    build.__doc__ = (f"{peft_method(method).description.rstrip('.')}; adapters in every block's "
+                     f"{'/'.join(DEFAULT_KINDS)} (peft), base weights frozen, head trained.")
+    register_space(method, baseline=True, fits=kinds_reason)(build)
+
+
+for _method in peft_method_names():
+    register_peft_baseline(_method)

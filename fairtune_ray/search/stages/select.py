@@ -16,16 +16,17 @@ from fairtune_ray.config import ExperimentConfig
 from fairtune_ray.config.constraint import Constraint
 from fairtune_ray.metrics import parse_objective
 from fairtune_ray.metrics.objectives import Objective
+from fairtune_ray.models.adapters import NO_ADAPTER, peft_method_names
 from fairtune_ray.search.constraint import feasibility_note, resolve_or_fail, trial_violations
 from fairtune_ray.search.results import Role
 from fairtune_ray.search.selection import constrained_order, select_trial
 from fairtune_ray.search.space import bit_keys, config_bits, spec_from_trial_config, uses_mask_bits
 from fairtune_ray.search.stages.types import Candidate, Confirmation, Prepared, Selection, TuneOutcome
-from fairtune_ray.training.spec import TrialSpec
+from fairtune_ray.training.spec import TrialSpec, with_peft
 
 SELECTED_LABELS = {"fairtune": "FairTune (selected)", "fisher": "Fisher (selected)", "both": "FairTune+Fisher (selected)"}
 BASELINE_LABELS = {"full": "Full fine-tuning", "linear": "Linear probe", "bitfit": "BitFit", "attn_only": "Attention only",
-                   "norm_only": "Norm only", "lora": "LoRA"}
+                   "norm_only": "Norm only", "lora": "LoRA", "dora": "DoRA", "ia3": "IA3", "loha": "LoHa"}
 
 
 def select(p: Prepared, tuned: TuneOutcome, confirmation: Optional[Confirmation] = None,
@@ -105,16 +106,21 @@ def trial_bits(trial: dict, n_bits: int) -> str:
     return config_bits(trial["config"], bit_keys(n_bits))
 
 
+def _all_ones_without_adapters(trial: dict, n_bits: int) -> bool:
+    """Every group on and trained itself: with a PEFT method, all ones is that method's default placement."""
+    return trial_bits(trial, n_bits) == "1" * n_bits and trial["config"].get("peft", NO_ADAPTER) == NO_ADAPTER
+
+
 def _full_mask_trial(cfg: ExperimentConfig, trials: list[dict], n_bits: int) -> Optional[dict]:
     """The all-ones mask (full fine-tuning): the reference whose weakest group ``pareto`` serves."""
     if not uses_mask_bits(cfg):
         return None
-    return next((t for t in trials if trial_bits(t, n_bits) == "1" * n_bits), None)
+    return next((t for t in trials if _all_ones_without_adapters(t, n_bits)), None)
 
 
 def _fisher_only_candidate(p: Prepared, trials: list[dict]) -> Optional[Candidate]:
     """Method ``both``: the best all-ones-mask trial that used a Fisher option (the "Fisher" row)."""
-    fisher_only = [t for t in trials if trial_bits(t, p.n_bits) == "1" * p.n_bits and
+    fisher_only = [t for t in trials if _all_ones_without_adapters(t, p.n_bits) and
                    spec_from_trial_config(t["config"], p.cfg, p.space_name, p.n_bits).uses_fisher]
     if not fisher_only:
         return None
@@ -126,5 +132,10 @@ def baseline_candidates(cfg: ExperimentConfig) -> list[Candidate]:
     """The configured baselines (``search.baselines``) at ``train.lr`` clipped to the searched range;
     stage ``baseline_lrs`` then picks each one's lr on validation."""
     lr = min(max(cfg.train.lr, cfg.search.lr_min), cfg.search.lr_max)
-    return [Candidate(BASELINE_LABELS.get(b, b), Role.BASELINE, TrialSpec(mask=b, lr=lr, label=b))
-            for b in cfg.search.baselines]
+    return [Candidate(BASELINE_LABELS.get(b, b), Role.BASELINE, baseline_spec(cfg, b, lr)) for b in cfg.search.baselines]
+
+
+def baseline_spec(cfg: ExperimentConfig, mask: str, lr: float) -> TrialSpec:
+    """A baseline's spec; a PEFT baseline (lora, dora, ia3, loha) takes its settings from ``peft``."""
+    spec = TrialSpec(mask=mask, lr=lr, label=mask)
+    return with_peft(spec, cfg.peft, mask) if mask in peft_method_names() else spec

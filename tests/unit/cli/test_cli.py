@@ -21,6 +21,21 @@ def test_finetune_prints_group_tables(tiny_overrides, capsys):
     assert "worst-group AUC" in out
 
 
+def test_finetune_with_peft_adapters_where_the_mask_is_on(tiny_overrides, capsys):
+    bits = "010" + "0" * 15  # block 0's attention: its qkv and proj get LoRA adapters (rank 4)
+    rc = main(["finetune", "--mask", f"attn_mlp_norm:{bits}", "--peft", "lora", "--epochs", "1", *_args(tiny_overrides)])
+    assert rc == 0
+    assert f"mask attn_mlp_norm:{bits} with lora adapters: {97 + 4 * (96 + 288) + 4 * (96 + 96):,} of" in capsys.readouterr().out
+    assert main(["finetune", "--mask", "lora", "--epochs", "1", *_args(tiny_overrides)]) == 0  # the LoRA baseline
+    assert "mask lora: 36,961 of" in capsys.readouterr().out
+
+
+def test_finetune_with_peft_on_a_resnet_fails_before_loading(tiny_overrides, capsys):
+    resnet = {**tiny_overrides, "backbone.name": "resnet10t"}
+    assert main(["finetune", "--mask", "stage:0001", "--peft", "ia3", *_args(resnet)]) == 2
+    assert "peft.targets: PEFT ['ia3'] on backbone 'resnet10t'" in capsys.readouterr().err
+
+
 def test_unknown_objective_fails_before_search(tiny_overrides, capsys):
     rc = main(["search", *_args({**tiny_overrides, "train.objective": "best_auc"})])
     assert rc == 2

@@ -1,5 +1,5 @@
-"""model.json + safetensors rebuild the exact network, LoRA adapters and Fisher low-rank factors
-included, without the pre-training checkpoint (no download, strict load)."""
+"""model.json + safetensors rebuild the exact network, PEFT adapters (merged at export) and Fisher
+low-rank factors included, without the pre-training checkpoint (no download, strict load)."""
 import json
 
 import numpy as np
@@ -41,13 +41,16 @@ def _export(tmp_path, spec: TrialSpec, model: torch.nn.Module, cfg) -> ExportedM
 
 
 @pytest.mark.parametrize("spec", [TrialSpec(mask="attn_mlp_norm:" + "0" * 15 + "111", lr=1e-3),
-                                  TrialSpec(mask="lora", lr=1e-3),
+                                  TrialSpec(mask="lora", lr=1e-3, peft="lora", peft_rank=2),
+                                  TrialSpec(mask="attn_mlp_norm:" + "010" * 6, peft="dora", peft_rank=2),
+                                  TrialSpec(mask="attn_mlp_norm:" + "011" * 6, peft="ia3"),
                                   TrialSpec(mask="full", rank=3, factorise=["qkv", "fc2"], ewc_lambda=0.1)],
-                         ids=["mask", "lora", "lowrank"])
+                         ids=["mask", "lora", "dora", "ia3", "lowrank"])
 def test_rebuilt_model_scores_like_the_trained_one(tmp_path, spec):
-    cfg = load_config(None, overrides={"train.lora_rank": 2})
+    cfg = load_config(None)
     model = create_backbone(cfg.backbone.model_copy(update={"pretrained": False}), num_classes=1)
-    apply_mask(model, Mask.parse(spec.mask, model=model), lora_rank=2)
+    plain_keys = set(model.state_dict())
+    apply_mask(model, Mask.parse(spec.mask, model=model), adapters=spec.adapters())
     if spec.rank:
         factorise_linears(model, None, spec.rank, spec.factorise)
     exported = _export(tmp_path, spec, model, cfg)
@@ -59,7 +62,23 @@ def test_rebuilt_model_scores_like_the_trained_one(tmp_path, spec):
     np.testing.assert_allclose(exported.score(images), direct, atol=1e-6)
     np.testing.assert_allclose(exported.score(images.astype(np.float32)), direct, atol=1e-6)  # floats on 0-255
     np.testing.assert_allclose(exported.score(_data().images, batch_size=7), direct, atol=1e-6)  # rows, by batch
-    assert set(exported.model.state_dict()) == set(model.state_dict())
+    # adapters are merged into the base weights at export: the exported model is a plain backbone
+    assert set(exported.model.state_dict()) == (plain_keys if spec.peft_method else set(model.state_dict()))
+    assert exported.meta["adapters"] == ({"method": spec.peft_method, "merged": True} if spec.peft_method else None)
+
+
+def test_a_lora_model_exported_before_peft_still_loads(tmp_path):
+    """The hand-written LoRA saved ``<layer>.lora_A`` / ``.lora_B`` (scaling 1): rebuilding merges them."""
+    from fairtune_ray.export.rebuild import rebuild_model
+
+    cfg = load_config(None)
+    model = create_backbone(cfg.backbone.model_copy(update={"pretrained": False}), num_classes=1).eval()
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    a, b = torch.randn(2, 96), torch.randn(288, 2)
+    state.update({"blocks.0.attn.qkv.lora_A": a, "blocks.0.attn.qkv.lora_B": b})
+    meta = {"backbone": cfg.backbone.model_dump(), "spec": {"mask": "lora", "lr": 1e-3}, "lora_rank": 2}
+    rebuilt = rebuild_model(meta, state)
+    torch.testing.assert_close(rebuilt.blocks[0].attn.qkv.weight, model.blocks[0].attn.qkv.weight + b @ a)
 
 
 def test_model_json_is_strict_json_and_records_what_rebuilding_needs(tmp_path):

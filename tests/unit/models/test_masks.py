@@ -1,4 +1,5 @@
-"""Mask spaces, baselines and LoRA on real timm models (pretrained=False: nothing downloads)."""
+"""Mask spaces, baselines and the LoRA baseline (HF peft) on real timm models (pretrained=False: nothing
+downloads). Every PEFT method and its placement by the mask: test_peft_methods.py."""
 from __future__ import annotations
 
 import pytest
@@ -7,10 +8,9 @@ import torch
 
 from fairtune_ray.models import (
     BASELINES,
-    LoRALinear,
     Mask,
     MaskSpaceError,
-    apply_lora,
+    adapted_modules,
     apply_mask,
     bits_param_names,
     get_space,
@@ -208,35 +208,33 @@ def test_stage_space_on_resnet(resnet, vit):
 
 
 def test_lora_output_and_count():
+    from fairtune_ray.models import AdapterSpec
+
     m = _tiny_vit()
     m.eval()
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
         ref = m(x)
     rank = 3
-    n = apply_mask(m, "lora", lora_rank=rank)
+    n = apply_mask(m, "lora", adapters=AdapterSpec("lora", rank=rank))
     with torch.no_grad():
         out = m(x)
-    torch.testing.assert_close(out, ref)
-    layers = [mod for name, mod in m.named_modules() if isinstance(mod, LoRALinear)]
-    assert len(layers) == 2 * 2  # qkv + proj per block
-    assert n == numel(m, HEAD) + sum(rank * (l.in_features + l.out_features) for l in layers)
+    torch.testing.assert_close(out, ref)  # B = 0: the adapted model starts where the backbone is
+    layers = {name: mod for name, mod in m.named_modules() if name in adapted_modules(m)}
+    assert len(layers) == 2 * 4  # qkv, proj, fc1, fc2 per block
+    shapes = [mod.get_base_layer() for mod in layers.values()]
+    assert n == numel(m, HEAD) + sum(rank * (lin.in_features + lin.out_features) for lin in shapes)
     assert trainable(m) == HEAD | {x for x, _ in m.named_parameters() if ".lora_" in x}
-    # base parameter names survive, so masks / checkpoints still line up
-    assert "blocks.0.attn.qkv.weight" in dict(m.named_parameters())
-    assert apply_lora(m, rank=rank) == n  # re-applying rebuilds adapters, same count
-    layers = [mod for name, mod in m.named_modules() if isinstance(mod, LoRALinear)]
-    assert len(layers) == 4
+    with pytest.raises(ValueError, match="already has PEFT adapters"):
+        apply_mask(m, "lora")
     # gradients reach the adapters (B first, as A's gradient is zero while B = 0), not the base
     m(x).sum().backward()
-    assert layers[0].lora_A.grad is None or layers[0].lora_A.grad.abs().sum() == 0  # B=0 -> dA=0
-    assert layers[0].lora_B.grad is not None and layers[0].lora_B.grad.abs().sum() > 0
-    assert layers[0].weight.grad is None
-    # once B is non-zero the adapter changes the output, and merging reproduces it exactly
-    with torch.no_grad():
-        layers[0].lora_B.normal_()
-        y = torch.randn(5, layers[0].in_features)
-        torch.testing.assert_close(layers[0].to_linear()(y), layers[0](y))
+    qkv = layers["blocks.0.attn.qkv"]
+    assert qkv.lora_A["default"].weight.grad is None or qkv.lora_A["default"].weight.grad.abs().sum() == 0
+    assert qkv.lora_B["default"].weight.grad is not None and qkv.lora_B["default"].weight.grad.abs().sum() > 0
+    assert qkv.get_base_layer().weight.grad is None
+    with torch.no_grad():  # once B is non-zero the adapter changes the output
+        qkv.lora_B["default"].weight.normal_()
         assert not torch.allclose(m(x), ref)
 
 
@@ -244,6 +242,6 @@ def test_lora_count_on_vit_base(vit):
     import copy
 
     m = copy.deepcopy(vit)
-    n = apply_mask(m, "lora", lora_rank=4)
+    n = apply_mask(m, "lora")  # the baseline's defaults: rank 4 in every block's qkv, proj, fc1, fc2
     d = 768
-    assert n == numel(m, HEAD) + B * (4 * (d + 3 * d) + 4 * (d + d))
+    assert n == numel(m, HEAD) + B * 4 * ((d + 3 * d) + (d + d) + (d + 4 * d) + (4 * d + d))

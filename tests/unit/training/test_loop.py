@@ -59,3 +59,16 @@ def test_lcb_mode_reports_the_bootstrap_bound_each_epoch(setup):
               final_splits=())
     rec = seen[0]
     assert rec["objective_lcb"] <= rec["objective"] or math.isnan(rec["objective"])
+
+
+def test_the_lora_baseline_trains_its_adapters(setup):
+    """Adapters from peft train (their best epoch is restored by name) and the record counts them."""
+    cfg, data, ckpt = setup
+    seen = []
+    fit = fine_tune(cfg, TrialSpec(mask="lora", lr=1e-3, epochs=1), data, ckpt, final_splits=(),
+                    on_epoch=lambda e, m: seen.append(m))
+    assert fit.trainable_params == seen[0]["trainable_params"] == 36961  # rank 4 in 24 linears + head
+    assert seen[0]["adapted_modules"] == 24
+    masked = fine_tune(cfg, TrialSpec(mask="linear", lr=1e-3, epochs=1), data, ckpt, final_splits=(),
+                       on_epoch=lambda e, m: seen.append(m))
+    assert masked.trainable_params == 97 and seen[-1]["adapted_modules"] == 0
