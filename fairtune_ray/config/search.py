@@ -79,7 +79,7 @@ class SearchConfig(StrictSection):
         "seed-averaged scores."))
     baselines: list[str] = Field(["full", "linear"], description=(
         "Fixed masks retrained and tested beside the selected one: full, linear, bitfit, attn_only, "
-        "norm_only, lora."))
+        "norm_only, or a PEFT method at its default placement (lora, dora, ia3, loha; settings in `peft`)."))
     baseline_lrs: Optional[list[float]] = Field(None, description=(
         "Learning rates each baseline is trained with (train on train, score on validation, same epochs) "
         "before the best one is retrained and tested; null = 3 points log-spaced over [lr_min, lr_max]. "
@@ -114,6 +114,14 @@ class SearchConfig(StrictSection):
         "Which retrained models are saved in the run folder (safetensors + model.json, first retrain seed) "
         "and logged to the MLflow parent run as pyfunc models: 'selected' (runs/<name>/model), 'all' (the "
         "baselines too, under runs/<name>/models/) or 'none'. `fairtune-ray evaluate` and `predict` use them."))
+    warm_start: Optional[str] = Field(None, description=(
+        "An earlier study whose trials TPE starts from, as points it has already evaluated (configs and the values "
+        "TPE saw then; not run again): its run folder (runs/<name>, or <name> under `storage`) or its MLflow parent "
+        "run id in this study's tracking store. It must have searched the same backbone, method, mask space and "
+        "bit count and dimensions, with the same `train.objective` and `tune_value` (checked before Ray starts); "
+        "its data and sensitive attribute may differ. Failed trials and configs outside this study's space (an "
+        "lr out of range, another category) are skipped and counted. This study's own initial points still run "
+        "first. null = a cold start."))
 
     @field_validator("constraint")
     @classmethod
@@ -124,6 +132,11 @@ class SearchConfig(StrictSection):
         baselines = search_baselines(info.data.get("method", "fairtune"), info.data.get("num_samples", 1))
         parse_constraint(v, baselines)
         return v.strip()
+
+    @field_validator("warm_start")
+    @classmethod
+    def _warm_start_named(cls, v: Optional[str]) -> Optional[str]:
+        return (v.strip() or None) if isinstance(v, str) else v
 
     @model_validator(mode="after")
     def _lr_range(self):

@@ -4,8 +4,12 @@ Metric and mode are set only in ``TuneConfig`` (searcher and scheduler inherit t
 """
 from __future__ import annotations
 
+import copy
 from typing import Any, Callable, Optional, Sequence
 
+from hyperopt.base import JOB_STATE_DONE
+from hyperopt.fmin import generate_trial
+from hyperopt.utils import coarse_utcnow
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler, TrialScheduler
 from ray.tune.search import ConcurrencyLimiter
@@ -18,10 +22,52 @@ from fairtune_ray.search.tune_value import TUNE_METRIC
 
 
 
-def make_searcher(cfg: ExperimentConfig, points: list[dict]) -> ConcurrencyLimiter:
-    """Seeded TPE: the same config and seed propose the same first trials."""
-    searcher = HyperOptSearch(points_to_evaluate=points or None, n_initial_points=cfg.search.n_initial_points,
-                              random_state_seed=cfg.search.seed)
+class WarmStartedHyperOpt(HyperOptSearch):
+    """HyperOpt TPE that also starts from points evaluated before this study (``search.warm_start``).
+
+    Ray's ``HyperOptSearch`` (2.60) takes points to evaluate but, unlike ``OptunaSearch``, no
+    ``evaluated_rewards``. Its ``_setup_hyperopt`` puts this study's own points to evaluate into the
+    hyperopt ``Trials`` as new documents (tids 0..n-1, reversed) and ``suggest`` hands them out by
+    position (``trials[n-1]``, ``trials[n-2]``, ...), before asking TPE. The evaluated points are
+    appended after them as finished documents (state DONE, loss = ``metric_op`` x reward, the sign
+    Tune's own results get): the baselines and seed points keep their positions and still run first,
+    and TPE models the evaluated ones (they count towards ``n_initial_points``) without re-running them.
+    """
+
+    def __init__(self, *args, evaluated_points: Sequence[dict] = (), evaluated_rewards: Sequence[float] = (),
+                 **kwargs) -> None:
+        if len(evaluated_points) != len(evaluated_rewards):
+            raise ValueError(f"{len(evaluated_points)} evaluated points but {len(evaluated_rewards)} rewards")
+        self._evaluated = [(copy.deepcopy(dict(p)), float(r)) for p, r in zip(evaluated_points, evaluated_rewards)]
+        super().__init__(*args, **kwargs)  # sets up hyperopt now when given a space (needs the mode then)
+
+    def _setup_hyperopt(self) -> None:
+        super()._setup_hyperopt()
+        if self._evaluated:
+            self._hpopt_trials.insert_trial_docs(self._evaluated_docs())
+            self._hpopt_trials.refresh()
+
+    def _evaluated_docs(self) -> list[dict]:
+        tids = self._hpopt_trials.new_trial_ids(len(self._evaluated))
+        now = coarse_utcnow()
+        docs = []
+        for tid, (point, reward) in zip(tids, self._evaluated):
+            config = copy.deepcopy(point)
+            self._convert_categories_to_indices(config)  # hyperopt stores a choice as its index
+            doc = generate_trial(tid, config)
+            doc.update(state=JOB_STATE_DONE, result={"loss": self.metric_op * reward, "status": "ok"},
+                       book_time=now, refresh_time=now)
+            docs.append(doc)
+        return docs
+
+
+def make_searcher(cfg: ExperimentConfig, points: list[dict], *, evaluated_points: Sequence[dict] = (),
+                  evaluated_rewards: Sequence[float] = ()) -> ConcurrencyLimiter:
+    """Seeded TPE: the same config and seed propose the same first trials. ``points`` run first;
+    ``evaluated_points`` with their ``evaluated_rewards`` (a warm start) are history TPE learns from."""
+    searcher = WarmStartedHyperOpt(points_to_evaluate=points or None, n_initial_points=cfg.search.n_initial_points,
+                                   random_state_seed=cfg.search.seed, evaluated_points=evaluated_points,
+                                   evaluated_rewards=evaluated_rewards)
     return ConcurrencyLimiter(searcher, max_concurrent=cfg.search.max_concurrent)
 
 
@@ -68,16 +114,19 @@ def trial_resources(cfg: ExperimentConfig) -> dict:
 def build_tuner(cfg: ExperimentConfig, trainable: Callable, param_space: dict, points: list[dict],
                 storage_path: str, name: str, callbacks: Optional[list] = None, *,
                 scheduler: Optional[TrialScheduler] = None, stop: Any = None,
-                reuse_actors: bool = False, verbose: int = 1) -> tune.Tuner:
+                reuse_actors: bool = False, verbose: int = 1, evaluated_points: Sequence[dict] = (),
+                evaluated_rewards: Sequence[float] = ()) -> tune.Tuner:
     """The search's Tuner. ``scheduler`` replaces ASHA (e.g. ``FIFOScheduler()`` for a search that
     trains every trial to the end), ``stop`` is Tune's stop criterion (e.g. an epoch budget);
-    the benchmarks use both to run a FairTune-style search through the same code."""
+    the benchmarks use both to run a FairTune-style search through the same code. ``evaluated_points``
+    and ``evaluated_rewards``: a warm start (``search/warm_start.py``), given to TPE as history."""
     objective = parse_objective(cfg.train.objective)
     return tune.Tuner(
         tune.with_resources(trainable, trial_resources(cfg)),
         param_space=param_space,
         tune_config=tune.TuneConfig(
-            metric=TUNE_METRIC, mode=objective.mode, search_alg=make_searcher(cfg, points),
+            metric=TUNE_METRIC, mode=objective.mode, search_alg=make_searcher(cfg, points, evaluated_points=evaluated_points,
+                                                                       evaluated_rewards=evaluated_rewards),
             scheduler=scheduler if scheduler is not None else make_scheduler(cfg),
             num_samples=cfg.search.num_samples, reuse_actors=reuse_actors),
         run_config=tune.RunConfig(

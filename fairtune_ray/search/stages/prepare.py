@@ -29,7 +29,8 @@ from fairtune_ray.search.preflight import check_data_coverage, preflight
 from fairtune_ray.search.run_folder import CONFIG_FILE, ENVIRONMENT_FILE, RUN_INFO, read_run_info, update_run_info
 from fairtune_ray.search.space import uses_fisher
 from fairtune_ray.search.stages.types import Prepared, SearchRequest
-from fairtune_ray.tracking import resolve_tracking_uri, start_parent_run
+from fairtune_ray.search.warm_start import load_warm_start, record_warm_start
+from fairtune_ray.tracking import resolve_tracking_uri, search_description, start_parent_run
 from fairtune_ray.tracking.environment import describe_environment, environment_tags
 from fairtune_ray.tracking.mlflow_runs import ROLE_TAG
 from fairtune_ray.training.pretrain import resolve_checkpoint
@@ -43,6 +44,7 @@ def prepare(request: SearchRequest, log: Callable = print) -> Prepared:
     name = request.name or cfg.search.name or f"{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     storage = cfg.search.storage if _is_uri(cfg.search.storage) else str(Path(cfg.search.storage).resolve())
     run_dir = Path("runs" if _is_uri(storage) else storage) / name
+    warm = load_warm_start(cfg, space.n_bits, uri, run_dir)  # an incompatible earlier study fails here too
     data = load_dataset(cfg.data)  # data.small_groups: reject fails here, before Ray starts
     report_small_groups(data.groups, log)
     check_data_coverage(cfg, data)  # a group val/test cannot measure fails now, not after the search
@@ -50,6 +52,7 @@ def prepare(request: SearchRequest, log: Callable = print) -> Prepared:
     parent = _open_parent_run(cfg, request, uri, name, run_dir, space.n_bits)
     update_run_info(run_dir, name=name, parent_run_id=parent, tracking_uri=uri, storage=storage)
     _save_config(cfg, run_dir, uri, parent)
+    record_warm_start(warm, run_dir, MlflowClient(uri), parent, log)
     log(f"MLflow parent run {parent} in {uri}")
 
     init_ray(cfg, request.address, request.num_gpus)
@@ -98,7 +101,9 @@ def _open_parent_run(cfg: ExperimentConfig, request: SearchRequest, uri: str, na
                             params={**flatten(cfg.model_dump()), "mask.n_bits": n_bits,
                                     "data.sensitive_attribute": attribute_label(cfg.data.sensitive_attribute)},
                             tags={"fairtune.method": cfg.search.method, "fairtune.objective": cfg.train.objective},
-                            run_id=previous.get("parent_run_id"))
+                            run_id=previous.get("parent_run_id"),
+                            description=search_description(name, cfg.search.method, cfg.mask.space,
+                                                           cfg.search.num_samples, cfg.train.objective))
 
 
 def _save_config(cfg: ExperimentConfig, run_dir: Path, uri: str, parent: str) -> None:

@@ -24,6 +24,7 @@ from fairtune_ray.search.stages.types import Prepared, TuneOutcome
 from fairtune_ray.search.trial import run_trial
 from fairtune_ray.search.tune_value import TUNE_METRIC, epoch_value_key
 from fairtune_ray.search.tuner import build_tuner, make_scheduler, trial_resources
+from fairtune_ray.search.warm_start import searcher_warm_args
 from fairtune_ray.tracking import finish_child_runs
 
 Statuses = dict[str, tuple[str, str]]
@@ -43,7 +44,7 @@ def run_tune(p: Prepared, log: Callable = print) -> TuneOutcome:
     else:
         tuner = build_tuner(cfg, trainable, build_param_space(cfg, p.n_bits), _first_points(p), p.storage, p.name,
                             [status_cb], scheduler=make_scheduler(cfg, baseline_points(cfg, p.n_bits)),
-                            reuse_actors=cfg.search.reuse_actors)
+                            reuse_actors=cfg.search.reuse_actors, **searcher_warm_args(cfg, p.run_dir))
     result_grid = tuner.fit()
     statuses = reconcile_statuses(result_grid, status_cb.statuses, cfg.train.epochs)
     finish_child_runs(p.tracking_uri, p.parent_run_id, statuses)
@@ -53,6 +54,8 @@ def run_tune(p: Prepared, log: Callable = print) -> TuneOutcome:
         MlflowClient(p.tracking_uri).set_terminated(p.parent_run_id, "FAILED")
         raise RuntimeError(f"no trial reported a result; see the Ray logs under {p.exp_path}")
     write_json(Path(p.run_dir) / TRIALS_FILE, trials)
+    # on the parent run now, not only when published: a later study can warm-start from it (search.warm_start)
+    MlflowClient(p.tracking_uri).log_artifact(p.parent_run_id, str(Path(p.run_dir) / TRIALS_FILE))
     return TuneOutcome(trials, statuses)
 
 
