@@ -169,7 +169,7 @@ def main() -> None:
     result["seconds_per_fit"] = mean_sd([r["seconds"] for r in rows])[0]
 
     names = list(data.info.attributes[cfg.data.sensitive_attribute].values())
-    lines = [f"Splits (images / minority / minority positives): "
+    lines = ["Splits (images / minority / minority positives): "
              + "; ".join(f"{s} {c['n']}/{c['minority']}/{c['minority_pos']}" for s, c in counts.items())
              + f". {cfg.train.epochs} epochs, lr {lr:g}, batch {cfg.data.batch_size}, group_balanced "
              f"{cfg.data.group_balanced}, augment {cfg.data.augment}, weights of the {cfg.train.select_epoch} "

@@ -31,9 +31,19 @@ def cmd_demo(args) -> int:
     _check_register(cfg, args.register_model)
     out = run_search(cfg, tracking_uri=args.tracking_uri)
     print(f"\ndemo finished in {time.perf_counter() - t0:.0f}s. Open the MLflow UI with:\n"
-          f"  mlflow ui --backend-store-uri {out.tracking_uri}")
+          f"  mlflow ui --backend-store-uri {out.tracking_uri}\nthen the search's trials (runs table of the "
+          f"model-training view):\n  {_trials_link(out)}")
     _hand_off(out, args.register_model)
     return 0
+
+
+def _trials_link(out) -> str:
+    from fairtune_ray.tracking import trials_link  # lazy: MLflow
+
+    try:
+        return trials_link(out.tracking_uri, out.parent_run_id)
+    except Exception as err:  # noqa: BLE001 - a hint only
+        return f"(not available: {type(err).__name__}: {err})"
 
 
 def _check_register(cfg, name: Optional[str]) -> None:

@@ -4,8 +4,10 @@ Fairness-aware Bayesian optimisation states fairness as a constraint rather than
 objective: ``train.objective: overall_auc`` with ``search.constraint: "min_auc >= 0.75"``. A bound
 may also be relative to a baseline point of the search (``"auc_gap <= full"``: no larger gap than
 the full fine-tuning trial reached on validation), optionally with an offset (``full + 0.02``);
-several bounds are joined by ``and``. The text is parsed here, at config load, so a typo is a config
-error; what a trial's feasibility means for the search lives in ``fairtune_ray.search.constraint``.
+several bounds are joined by ``and``. fairlearn's metric names are accepted and read as ours
+(``equalized_odds_difference <= 0.1`` is ``eodds_diff <= 0.1``). The text is parsed here, at config load,
+so a typo is a config error; what a trial's feasibility means for the search lives in
+``fairtune_ray.search.constraint``.
 """
 from __future__ import annotations
 
@@ -99,6 +101,13 @@ class Constraint:
         return self.violation(metrics, prefix) == 0.0
 
 
+def _canonical(name: str) -> str:
+    """Our name for a metric named in fairlearn's vocabulary (``metrics.names.FAIRLEARN_ALIASES``)."""
+    from fairtune_ray.metrics.names import canonical_metric  # lazy: as in known_metrics (scikit-learn at CLI start-up)
+
+    return canonical_metric(name)
+
+
 def known_metrics() -> list[str]:
     """Metric names a bound may use: the cross-group metrics and the registered objectives."""
     # lazy: fairtune_ray.metrics loads scikit-learn (~1.4 s); config is imported at CLI start-up
@@ -114,7 +123,8 @@ def search_baselines(method: str, num_samples: int) -> tuple[str, ...]:
 
 
 def parse_constraint(text: str, baselines: Sequence[str], metrics: Optional[Sequence[str]] = None) -> Constraint:
-    """``"<metric> >=|<= <number | baseline [+|- number]>"``, joined by ``and``.
+    """``"<metric> >=|<= <number | baseline [+|- number]>"``, joined by ``and``; a metric named in fairlearn's
+    vocabulary is stored under our name.
 
     Raises ``ValueError`` naming the bad part and listing the known metrics and ``baselines``.
     """
@@ -132,9 +142,10 @@ def _parse_bound(part: str, text: str, baselines: Sequence[str], metrics: Sequen
     if m is None:
         raise ValueError(f"cannot parse '{part.strip()}' in constraint '{text}': expected "
                          f"'<metric> >= <number or baseline>'; {hint}")
-    metric, op, rhs = m.group("metric"), m.group("op"), m.group("rhs")
+    metric, op, rhs = _canonical(m.group("metric")), m.group("op"), m.group("rhs")
     if metric not in metrics:
-        raise ValueError(f"unknown metric '{metric}' in constraint '{text}'; {hint}")
+        raise ValueError(f"unknown metric '{metric}' in constraint '{text}'; {hint} (or fairlearn's names, "
+                         f"e.g. equalized_odds_difference)")
     if op not in (">=", "<="):
         raise ValueError(f"operator '{op}' in constraint '{text}': use >= or <=; {hint}")
     number = _RHS_NUMBER.match(rhs)

@@ -4,6 +4,7 @@ The config names its objective as text (``train.objective``); parsing it here, a
 turns a typo into a config error before any Ray process starts instead of a KeyError mid-search.
 A combination's direction comes from its terms, never a default: ``auc_gap + eodds_diff`` used to be
 maximised, i.e. the search rewarded unfairness. Terms that pull opposite ways are a config error.
+fairlearn's names are accepted for ours (``equalized_odds_difference`` is ``eodds_diff``; ``names.FAIRLEARN_ALIASES``).
 """
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ import math
 import re
 from dataclasses import dataclass, field
 from typing import Literal, Mapping, Optional
+
+from fairtune_ray.metrics.names import FAIRLEARN_ALIASES, canonical_metric
 
 __all__ = ["Objective", "OBJECTIVES", "parse_objective", "list_objectives", "term_mode"]
 
@@ -98,6 +101,10 @@ def _known() -> str:
     return ", ".join(f"{n} ({o.mode})" for n, o in OBJECTIVES.items())
 
 
+def _aliases() -> str:
+    return "fairlearn's names also work: " + ", ".join(f"{a} = {n}" for a, n in FAIRLEARN_ALIASES.items())
+
+
 def term_mode(metric: str, coef: float) -> Mode:
     """The way a term pulls: its metric's direction, flipped by a negative coefficient."""
     mode = OBJECTIVES[metric].mode
@@ -147,7 +154,8 @@ def _combined_mode(label: str, terms: Mapping[str, float], requested: Optional[M
 
 
 def parse_objective(text: str, mode: Optional[Mode] = None) -> Objective:
-    """A registered name (``"min_auc"``) or a linear combination (``"min_auc - 0.5*auc_gap"``).
+    """A registered name (``"min_auc"``) or a linear combination (``"min_auc - 0.5*auc_gap"``); fairlearn's
+    names stand for ours (``"min_auc - 0.5*equalized_odds_difference"`` is ``"min_auc - 0.5*eodds_diff"``).
 
     A term pulls the way its metric is better (``min_auc`` up, ``auc_gap`` down), reversed by a
     negative coefficient; a combination is maximised when every term pulls up, minimised when every
@@ -168,8 +176,8 @@ def parse_objective(text: str, mode: Optional[Mode] = None) -> Objective:
             raise ValueError(f"empty objective after '{prefix.group(0).strip()}'; known: {_known()}")
     if mode not in (None, "max", "min"):
         raise ValueError(f"objective mode must be 'max' or 'min', got {mode!r}")
-    if src in OBJECTIVES and (mode is None or OBJECTIVES[src].mode == mode):
-        return OBJECTIVES[src]
+    if canonical_metric(src) in OBJECTIVES and (mode is None or OBJECTIVES[canonical_metric(src)].mode == mode):
+        return OBJECTIVES[canonical_metric(src)]
 
     terms = _parse_terms(src)
     inferred = _combined_mode(text.strip(), terms, mode)
@@ -190,9 +198,9 @@ def _parse_terms(src: str) -> dict[str, float]:
                 f"cannot parse objective '{src}' near '{src[pos:].strip()}': expected terms like "
                 f"'min_auc - 0.5*auc_gap'; known metrics: {_known()}"
             )
-        name = m.group("name")
+        name = canonical_metric(m.group("name"))
         if name not in OBJECTIVES:
-            raise ValueError(f"unknown metric '{name}' in objective '{src}'; known: {_known()}")
+            raise ValueError(f"unknown metric '{name}' in objective '{src}'; known: {_known()}; {_aliases()}")
         if m.group("pre") and m.group("post"):
             raise ValueError(f"term '{m.group(0).strip()}' in objective '{src}' has two coefficients")
         coef = float(m.group("pre") or m.group("post") or 1.0)

@@ -80,6 +80,13 @@ class ParentRun:
     def param(self, key: str) -> Optional[str]:
         return self.client.get_run(self.run_id).data.params.get(key)
 
+    def tag(self, key: str) -> Optional[str]:
+        return self.client.get_run(self.run_id).data.tags.get(key)
+
+    @property
+    def experiment_id(self) -> str:
+        return self.client.get_run(self.run_id).info.experiment_id
+
     def child_histories(self, key: str = "objective") -> list[dict]:
         """Per-epoch history of ``key`` for each nested child run (one per trial)."""
         parent = self.client.get_run(self.run_id)

@@ -20,7 +20,8 @@ from fairtune_ray.reporting.html import render_html, summary_text
 from fairtune_ray.reporting.mlflow_access import REPORT_ARTIFACT_DIR, download_run, store_reachable
 from fairtune_ray.reporting.run_data import RunData, load_run
 from fairtune_ray.search.results import results_table
-from fairtune_ray.tracking import resolve_tracking_uri
+from fairtune_ray.search.run_folder import MODEL_DIR
+from fairtune_ray.tracking import MODEL_URI_TAG, model_sentence, resolve_tracking_uri, trials_sentence
 
 REPORT_NAME = "report.html"
 FIGURE_DIR = "figures"
@@ -53,11 +54,29 @@ def _write_figures(fig_dir: Path, figs: list[ReportFigure]) -> list[Path]:
 
 
 def mlflow_description(data: RunData) -> str:
-    """The parent run's note in the MLflow UI: the summary, where the report is, the results table."""
-    note = summary_text(data) + f"\n\nFull report: artifact `{REPORT_ARTIFACT_DIR}/{REPORT_NAME}`."
+    """The parent run's note in the MLflow UI: what was searched, the summary, where the selected model
+    and the report are, the results table."""
+    cfg = data.config or {}
+    searched = (f"Search `{data.info.get('name') or data.run_dir.name}`: `{(cfg.get('search') or {}).get('method', '?')}` "
+                f"over the `{(cfg.get('mask') or {}).get('space', '?')}` mask space. ")
+    note = (searched + summary_text(data) + "\n\n" + _model_line(data) + "\n\n" + _trials_line(data)
+            + f"\n\nFull report: artifact `{REPORT_ARTIFACT_DIR}/{REPORT_NAME}`.")
     if data.results:
         note += "\n\n" + results_table(data.results)
     return note
+
+
+def _model_line(data: RunData) -> str:
+    """The selected model's MLflow logged model (linked into the UI) and its run-folder copy."""
+    parent, folder = data.parent_run, data.run_dir / MODEL_DIR
+    uri = parent.tag(MODEL_URI_TAG) if parent is not None else None
+    return model_sentence(uri, parent.experiment_id if parent is not None else None,
+                          str(folder.resolve()) if folder.is_dir() else None)
+
+
+def _trials_line(data: RunData) -> str:
+    parent = data.parent_run
+    return trials_sentence(parent.experiment_id, parent.run_id, data.mode) if parent is not None else ""
 
 
 def report_target(target: str, tracking_uri: Optional[str] = None, out: Optional[str] = None,

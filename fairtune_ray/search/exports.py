@@ -21,9 +21,9 @@ from fairtune_ray.export.mlflow_model import log_model
 from fairtune_ray.search.results import ResultRow, Role
 from fairtune_ray.search.run_folder import MODEL_DIR, OTHER_MODELS_DIR
 from fairtune_ray.search.stages.types import Candidate, Prepared
+from fairtune_ray.tracking.descriptions import MODEL_URI_TAG  # noqa: F401 - where the selected model is; publish sets it
 from fairtune_ray.training.spec import TrialSpec
 
-MODEL_URI_TAG = "fairtune.model_uri"  # on the parent run: the selected model's models:/<model id> URI
 
 
 def exported_methods(cfg: ExperimentConfig, candidates: list[Candidate]) -> set[str]:

@@ -17,8 +17,9 @@ from fairtune_ray.search.results import (
     results_table,
     selected_row,
 )
-from fairtune_ray.search.run_folder import SCORES_FILE, TRIALS_FILE
+from fairtune_ray.search.run_folder import MODEL_DIR, SCORES_FILE, TRIALS_FILE
 from fairtune_ray.search.stages.types import Prepared, Selection, Tested, TuneOutcome
+from fairtune_ray.tracking import NOTE_TAG, model_sentence, objective_mode, trials_sentence, ui_hint
 from fairtune_ray.tracking.mlflow_runs import log_metrics, metric_key
 
 
@@ -27,6 +28,7 @@ def publish(p: Prepared, tuned: TuneOutcome, selection: Selection, tested: Teste
     client = MlflowClient(p.tracking_uri)
     parent, spec = p.parent_run_id, selection.selected_spec
     client.log_param(parent, "selected.mask", spec.mask)
+    client.log_param(parent, "selected.peft", spec.peft_method or "mask")  # the method whose adapters the mask placed
     client.log_param(parent, "selected.lr", f"{spec.lr:.3e}")
     client.log_param(parent, "selected.trial_id", selection.selected["trial_id"])
     for row in tested.rows:  # the row's flat form, as in results.json (log_metrics skips the text fields)
@@ -42,14 +44,17 @@ def publish(p: Prepared, tuned: TuneOutcome, selection: Selection, tested: Teste
     if paired:
         client.log_text(parent, paired, "paired_differences.md")
         table += f"\n\nPaired differences on the same test resamples (95% intervals):\n\n{paired}"
-    client.set_tag(parent, "mlflow.note.content", _summary(tuned, selection, tested, table))
     model_lines: list[str] = []  # printed last: the path of the saved model ends the output
     model_uri = log_exports(client, parent, Path(p.run_dir), tested.rows, log=model_lines.append)
     if model_uri:
         client.set_tag(parent, MODEL_URI_TAG, model_uri)
+    folder, exp = Path(p.run_dir) / MODEL_DIR, client.get_run(parent).info.experiment_id
+    where = model_sentence(model_uri, exp, str(folder.resolve()) if folder.is_dir() else None)
+    trials = trials_sentence(exp, parent, objective_mode(p.cfg.train.objective))
+    client.set_tag(parent, NOTE_TAG, _summary(p, tuned, selection, tested, f"{where}\n\n{trials}\n\n{table}"))
     client.set_terminated(parent, "FINISHED")
     log("\n" + table)
-    log(f"\nresults: {Path(p.run_dir) / RESULTS_CSV}\nMLflow UI: mlflow ui --backend-store-uri {p.tracking_uri}")
+    log(f"\nresults: {Path(p.run_dir) / RESULTS_CSV}\nMLflow UI: {ui_hint(p.tracking_uri, parent)}")
     for line in model_lines or [f"model: not exported (search.export: {p.cfg.search.export})"]:
         log(line)
     return table
@@ -59,9 +64,12 @@ def _slug(method: str) -> str:
     return metric_key(method.lower().replace(" ", "_").replace("(", "").replace(")", ""))
 
 
-def _summary(tuned: TuneOutcome, selection: Selection, tested: Tested, table: str) -> str:
-    sel, spec = selected_row(tested.rows), selection.selected_spec
+def _summary(p: Prepared, tuned: TuneOutcome, selection: Selection, tested: Tested, rest: str) -> str:
+    """The parent run's description until the report replaces it: what was searched, for which objective,
+    the selected configuration on test (with its interval) and, in ``rest``, where the model is."""
+    sel, spec, cfg = selected_row(tested.rows), selection.selected_spec, p.cfg
     n_stopped = sum(1 for t in tuned.trials if t["status"] == "stopped_early")
-    return (f"**{len(tuned.trials)} trials** ({n_stopped} stopped early by ASHA). Selected `{spec.mask}` "
+    return (f"**{len(tuned.trials)} trials** ({n_stopped} stopped early by ASHA) of `{cfg.search.method}` over the "
+            f"`{cfg.mask.space}` mask space, objective: validation `{cfg.train.objective}`. Selected `{spec.mask}` "
             f"(lr {spec.lr:.2e}, {sel.trainable_params:,} trainable parameters): test worst-group AUC "
-            f"{sel.metric('min_auc'):.3f}, overall AUC {sel.metric('overall_auc'):.3f}.\n\n{table}")
+            f"{sel.interval_text('min_auc')}, overall AUC {sel.interval_text('overall_auc')}.\n\n{rest}")

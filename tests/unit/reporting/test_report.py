@@ -114,6 +114,7 @@ def _make_mlflow(uri: str, art: Path, run_dir: Path, trials: list[dict]) -> str:
     parent = client.create_run(exp, run_name="tiny-search", tags={"fairtune.role": "search"}).info.run_id
     client.log_param(parent, "selected.trial_id", SELECTED)
     client.set_tag(parent, "mlflow.note.content", "placeholder written by the search")
+    client.set_tag(parent, "fairtune.model_uri", "models:/m-0123abcd")  # as publish does
     for t in trials:
         bits, lr, hist, status = TRIALS[t["trial_id"]]
         child = client.create_run(exp, run_name=f"attn_mlp_norm[{bits.count('1')}/{len(bits)}]", tags={
@@ -203,6 +204,11 @@ def test_report_has_every_section_and_valid_pngs(search_run):
     assert figs == {p.name for p in (search_run["run_dir"] / "figures").glob("*.png")} and len(figs) == 6
     note = client.get_run(parent).data.tags["mlflow.note.content"]
     assert "8 trials" in note and "4 stopped early" in note and "worst-group AUC" in note and "report/report.html" in note
+    # what was searched, the selected model's page and the trials in the runs table, linked
+    assert "`attn_mlp_norm` mask space" in note
+    exp = client.get_run(parent).info.experiment_id
+    assert f"[`models:/m-0123abcd`](#/experiments/{exp}/models/m-0123abcd?workflowType=machine_learning)" in note
+    assert f"Trials: [runs table, best first](#/experiments/{exp}/runs?workflowType=machine_learning&" in note
     assert any("logged 6 figures" in line for line in logs)
     # the confirmation of the top trials and the baselines' lr grid
     assert "trained again with 2 seeds" in html and "0.680" in html

@@ -204,3 +204,22 @@ def test_relative_bounds_and_undefined_metrics_in_the_tune_value():
     assert penalised(0.8, 0.0, parse_objective("min_auc"), 10.0) == 0.8
     unconstrained = BestSoFar(load_config(None))
     assert VIOLATION_KEY not in unconstrained({"objective": 0.8})
+
+
+# --- fairlearn's names -----------------------------------------------------------------------------
+
+def test_fairlearn_names_are_read_as_ours_in_bounds():
+    c = parse_constraint("equalized_odds_difference <= 0.1 and worst_group_auc >= full - 0.02 "
+                         "and demographic_parity_difference <= linear", ["full", "linear"])
+    assert [b.metric for b in c.bounds] == ["eodds_diff", "min_auc", "dp_diff"]
+    assert c.bounds[0].text == "eodds_diff <= 0.1"  # canonical in every later message and table
+    resolved = c.resolve({"full": {"min_auc": 0.8}, "linear": {"dp_diff": 0.05}})
+    assert resolved.violation({"val/eodds_diff": 0.15, "val/min_auc": 0.7, "val/dp_diff": 0.05}, "val/") == \
+        pytest.approx(0.05 + 0.08)
+
+
+def test_a_fairlearn_named_constraint_drives_the_tune_value():
+    best = BestSoFar(cfg_with("equal_opportunity_difference <= 0.1", **{"train.objective": "roc_auc_score"}))
+    assert best({"objective": 0.8, "val/eop_diff": 0.3})[VIOLATION_KEY] == pytest.approx(0.2)
+    with pytest.raises(ConfigError, match="unknown metric 'equalised_odds_diff'.*fairlearn's names"):
+        cfg_with("equalised_odds_diff <= 0.1")
