@@ -1,6 +1,7 @@
 """Smoke test of the benchmark scripts: each runs with --quick and prints one parseable JSON line,
-and run_all can write its report (with the notes) from those results. Slow: about 3-5 minutes on
-2 cores (the search-efficiency and trial-overhead scripts start Ray and run real Tune searches)."""
+and run_all can write its report (with the notes) from those results. Slow: about a minute on 2 cores.
+The three scripts whose quick modes start Ray studies (trial overhead, search efficiency, data at scale:
+2.5 minutes together) run in `make bench` only; here they are imported and parse their arguments."""
 from __future__ import annotations
 
 import importlib.util
@@ -19,10 +20,14 @@ SCRIPTS = {
     "fisher": "bench_fisher.py",
     "scheduler_scale": "bench_scheduler_scale.py",
     "data_path": "bench_data_path.py",
-    "data_scale": "bench_data_scale.py",
     "inner_loop": "bench_inner_loop.py",
+}
+#: run by ``make bench`` only: their quick modes start Ray studies (37-72 s each on 2 cores), which the suite's
+#: 15-minute budget cannot hold; here they are only imported and their arguments parsed (``--help``)
+BENCH_ONLY = {
     "trial_overhead": "bench_trial_overhead.py",
     "search_efficiency": "bench_search_efficiency.py",
+    "data_scale": "bench_data_scale.py",
 }
 
 
@@ -63,16 +68,8 @@ def test_quick_json(quick_results, key):
         assert all(r["ray_ms"] > 0 and r["ray_tpe_ms"] > 0 for r in data["rows"])
     elif key == "data_path":
         assert data["rows"][0]["packed_s"] > 0 and data["rows"][0]["jpeg_s"] > 0
-    elif key == "data_scale":  # both storage modes at both sizes, each trial's memory measured
-        assert {(r["n"], r["mode"]) for r in data["rows"]} == {(n, m) for n in (500, 1000) for m in ("memory", "mapped")}
-        assert all(r["trial_peak_anon_mb"] > 0 for r in data["rows"]) and data["mapped_trial_private_ratio"] > 0
     elif key == "inner_loop":
         assert data["bare_sps"] > 0 and data["project_train_sps"] > 0 and data["project_with_eval_sps"] > 0
-    elif key == "trial_overhead":
-        assert all(v["errors"] == 0 and v["trials"] == data["trials"] for v in data["variants"].values())
-    elif key == "search_efficiency":
-        assert data["a_trials"]["mean"] >= 1 and data["b_trials"]["mean"] >= 1
-        assert isinstance(data["a_test_min_auc"]["mean"], float) and isinstance(data["b_test_min_auc"]["mean"], float)
 
 
 @pytest.mark.slow
@@ -84,5 +81,14 @@ def test_run_all_report(quick_results):
     assert info["nproc"] and info["cpu"]
     text = run_all.report(list(quick_results.values()), info, quick=True, total_s=1.0)
     assert "notes unavailable" not in text
-    for _, script, title, _ in run_all.BENCHES:
-        assert title in text and script in text
+    for key, script, title, _ in run_all.BENCHES:
+        assert (title in text and script in text) == (key in SCRIPTS), key
+    assert {k for k, *_ in run_all.BENCHES} == set(SCRIPTS) | set(BENCH_ONLY)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("script", list(BENCH_ONLY.values()))
+def test_bench_only_scripts_import_and_parse_their_arguments(script):
+    proc = subprocess.run([sys.executable, str(BENCH / script), "--help"], cwd=BENCH.parent, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0 and "--quick" in proc.stdout, proc.stderr[-2000:]
