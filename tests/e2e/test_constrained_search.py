@@ -25,7 +25,8 @@ def ray_local():
 def test_the_infeasible_best_trial_is_not_selected(tiny_overrides, ray_local):
     cfg = load_config(None, overrides={**tiny_overrides, "train.objective": "overall_auc",
                                        "search.constraint": f"min_auc >= {BOUND}", "search.max_concurrent": 1,
-                                       "search.num_samples": 4, "search.n_initial_points": 4})
+                                       "search.num_samples": 4, "search.n_initial_points": 4,
+                                       "search.baselines": []})  # no baseline retrains: the selection is the point
     out = run_search(cfg, name="constrained", log=lambda *_: None)
 
     trials = [t for t in out.trials if t.get("status") != "failed"]
