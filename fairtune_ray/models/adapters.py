@@ -55,6 +55,12 @@ class AdapterSpec:
     def scale_alpha(self) -> float:
         return float(self.alpha) if self.alpha is not None else float(self.rank)
 
+    @property
+    def label(self) -> str:
+        """What the results table and report print beside the mask, e.g. ``lora r4 a8 on qkv,proj``."""
+        settings = "" if self.method == "ia3" else f" r{self.rank} a{self.scale_alpha:g}"
+        return f"{self.method}{settings} on {','.join(self.kinds)}"
+
 
 ConfigBuilder = Callable[[Any, AdapterSpec, list[str]], Any]
 """``build(peft_module, spec, target_module_names) -> peft config``."""

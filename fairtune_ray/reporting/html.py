@@ -126,7 +126,7 @@ def summary_text(data: RunData, markdown: bool = True) -> str:
 
 def _selection_sentences(sel: ResultRow, rows: Sequence[ResultRow], code) -> list[str]:
     """The selected configuration on test, then how much it beats (or trails) each other row."""
-    out = [f"Selected {code(sel.mask_label)} ({code(sel.mask)}, lr {format_number(sel.lr, '{:.2e}')}, "
+    out = [f"Selected {code(sel.mask_label)} ({code(sel.mask_text)}, lr {format_number(sel.lr, '{:.2e}')}, "
            f"{format_count(sel.trainable_params)} trainable parameters): test worst-group AUC "
            f"{sel.interval_text('min_auc')}, overall AUC {sel.interval_text('overall_auc')}, "
            f"AUC gap {sel.interval_text('auc_gap')}."]

@@ -76,6 +76,7 @@ class ResultRow:
     ewc_lambda: float = 0.0
     rank: int = 0
     factorise: str = ""
+    peft: str = ""  # the adapters the mask placed (AdapterSpec.label), "" for none
     test: dict[str, MetricInterval] = field(default_factory=dict)
     train: dict[str, float] = field(default_factory=dict)  # seed-mean TRAIN_METRICS at the tested epoch
     vs_selected: dict[str, PairedDifference] = field(default_factory=dict)  # selected - this row (not on the selected)
@@ -88,6 +89,11 @@ class ResultRow:
     @property
     def mask_label(self) -> str:
         return short_mask_label(self.mask)
+
+    @property
+    def mask_text(self) -> str:
+        """The mask and, where adapters went into its groups, which ones (``attn_mlp_norm:0110 + lora r4 ...``)."""
+        return f"{self.mask} + {self.peft}" if self.peft else self.mask
 
     def metric(self, name: str) -> float:
         iv = self.test.get(name)
@@ -123,7 +129,8 @@ class ResultRow:
         return cls(method=str(d["method"]), role=Role(d.get("role", Role.BASELINE.value)), mask=str(d["mask"]),
                    lr=float(d["lr"]), trainable_params=int(d["trainable_params"]), seeds=int(d.get("seeds", 1)),
                    val_objective=float(d.get("val_objective", math.nan)), ewc_lambda=float(d.get("ewc_lambda", 0.0)),
-                   rank=int(d.get("rank", 0)), factorise=str(d.get("factorise", "") or ""), test=test,
+                   rank=int(d.get("rank", 0)), factorise=str(d.get("factorise", "") or ""),
+                   peft=str(d.get("peft", "") or ""), test=test,
                    train={k[len("train/"):]: float(v) for k, v in d.items() if k.startswith("train/")}, vs_selected=paired)
 
 
@@ -139,7 +146,7 @@ RESULT_COLUMNS = [("method", "method"), ("mask", "mask"), ("lr", "lr"), ("traina
 
 def results_table(rows: Sequence[ResultRow]) -> str:
     """The terminal / MLflow-note table: one line per row, metrics with their intervals."""
-    shown = [{"method": r.method, "mask": r.mask, "lr": f"{r.lr:.1e}", "trainable_params": r.trainable_params,
+    shown = [{"method": r.method, "mask": r.mask_text, "lr": f"{r.lr:.1e}", "trainable_params": r.trainable_params,
               "train_min_auc": r.train.get("min_auc", float("nan")),
               **{m: r.interval_text(m) for m in TABLE_METRICS}} for r in rows]
     return format_table(shown, RESULT_COLUMNS)

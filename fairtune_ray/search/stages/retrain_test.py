@@ -125,6 +125,7 @@ def result_row(cfg: ExperimentConfig, c: Candidate, runs: list[dict], group_name
             for m in TABLE_METRICS}
     return ResultRow(method=c.method, role=c.role, mask=c.spec.mask, lr=c.spec.lr, trainable_params=runs[0]["trainable"],
                      seeds=len(runs), val_objective=float(np.mean([r["val_objective"] for r in runs])),
-                     ewc_lambda=c.spec.ewc_lambda, rank=c.spec.rank, factorise="+".join(c.spec.factorise), test=test,
+                     ewc_lambda=c.spec.ewc_lambda, rank=c.spec.rank, factorise="+".join(c.spec.factorise),
+                     peft=adapters.label if (adapters := c.spec.adapters()) else "", test=test,
                      train={m: float(np.nanmean([r["train_metrics"][m] for r in runs])) for m in TRAIN_METRICS},
                      scores=TestScores(labels, groups, scores))

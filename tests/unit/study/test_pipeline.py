@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 
 import numpy as np
 
@@ -77,6 +78,19 @@ def test_result_rows_round_trip_through_json_and_know_their_role(tmp_path):
     assert (tmp_path / "results.csv").read_text().splitlines()[0].startswith("method,role,mask")
     table = results_table(rows)
     assert "0.600 [0.500, 0.700]" in table and "attn_mlp_norm:101" in table
+
+
+def test_adapters_the_mask_placed_show_in_the_mask_column(tmp_path):
+    spec = TrialSpec(mask="attn_mlp_norm:101", lr=1e-3, peft="lora", peft_rank=8, peft_alpha=16.0,
+                     peft_targets=["qkv", "proj"])
+    row = replace(_row("My pick", Role.SELECTED, 0.6), peft=spec.adapters().label)
+    assert row.peft == "lora r8 a16 on qkv,proj"
+    write_results([row], tmp_path)
+    assert read_results(tmp_path) == [row]
+    assert "attn_mlp_norm:101 + lora r8 a16 on qkv,proj" in results_table([row])
+    ia3 = TrialSpec(mask="ia3", lr=1e-3).adapters()  # the IA3 baseline: no rank or alpha to show
+    assert ia3.label == "ia3 on qkv,proj,fc1,fc2"
+    assert _row("Full", Role.BASELINE, 0.5).mask_text == "attn_mlp_norm:101"  # no adapters: the mask alone
 
 
 def test_missing_metric_reads_as_nan_and_prints_na():
