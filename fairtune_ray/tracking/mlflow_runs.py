@@ -170,7 +170,8 @@ def finish_child_runs(uri: str, parent_run_id: str, statuses: dict[str, tuple[st
             client.set_tag(run.info.run_id, "fairtune.status", status)
             if reason:
                 client.set_tag(run.info.run_id, "fairtune.failure", reason[:5000])
-            client.set_terminated(run.info.run_id, "FAILED" if status == "failed" else
-                                  ("KILLED" if status == "stopped_early" else "FINISHED"))
+            # an ASHA stop is the search working, not a failure: FINISHED as Ray's MLflowLoggerCallback does
+            # (KILLED draws MLflow's red failure icon); the tag fairtune.status says "stopped_early"
+            client.set_terminated(run.info.run_id, "FAILED" if status == "failed" else "FINISHED")
             marked += 1
     return marked

@@ -187,7 +187,7 @@ def test_parent_lists_nested_runs_with_metrics_and_artifacts(logged_search):
         mask, name, epochs, status = TRIALS[tid]
         assert c["info"]["run_name"] == name  # method and mask in short form
         assert ctags["fairtune.status"] == status
-        assert c["info"]["status"] == ("KILLED" if status == "stopped_early" else "FINISHED")
+        assert c["info"]["status"] == "FINISHED"  # stopped early is not a failure; the tag tells them apart
         note = ctags["mlflow.note.content"]  # the trial's description: mask, lr, status, best objective
         assert note.startswith(f"Trial `{tid}`: mask `{mask.split(':')[1]}` (attn_mlp_norm, ")
         assert f"Status: **{status.replace('_', ' ')}**." in note and "Best validation `min_auc`: 0." in note

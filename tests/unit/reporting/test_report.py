@@ -121,7 +121,7 @@ def _make_mlflow(uri: str, art: Path, run_dir: Path, trials: list[dict]) -> str:
             "mlflow.parentRunId": parent, "ray_trial_id": t["trial_id"], "fairtune.status": status}).info.run_id
         client.log_batch(child, metrics=[Metric(k, v, 1000 + e, e) for e, v in enumerate(hist, 1)
                                          for k, v in [("objective", v), ("val/min_auc", v), ("val/group/dark/auc", v)]])
-        client.set_terminated(child, "KILLED" if status == "stopped_early" else "FINISHED")
+        client.set_terminated(child, "FINISHED")
     for f in ("results.json", "results.csv", "trials.json", "test_scores.npz", "config.yaml"):
         client.log_artifact(parent, str(run_dir / f))
     # as the Fisher integration does: the statistics live in a cache folder and on the parent run only

@@ -77,7 +77,9 @@ def test_parent_and_child_runs_describe_themselves(uri):
     lora.log_epoch(1, {"best_objective": 0.55, "best_epoch": 1})
     # the driver knows what the trial cannot: ASHA stopped it
     assert finish_child_runs(uri, parent, {"t_00001": ("stopped_early", "stopped by ASHA after epoch 1")}) == 1
-    note = client.get_run(lora.run_id).data.tags[NOTE_TAG]
+    run = client.get_run(lora.run_id)
+    assert run.info.status == "FINISHED" and run.data.tags["fairtune.status"] == "stopped_early"  # no failure icon
+    note = run.data.tags[NOTE_TAG]
     assert note == "Trial `t_00001`: PEFT `lora` r=4, lr 1.00e-03. Status: **stopped early**. " \
                    "Best validation `min_auc`: 0.5500 (epoch 1)."
 
