@@ -153,8 +153,8 @@ def notes_search_efficiency(d: dict, _all: dict) -> list[str]:
     if b_s > a_s * 1.05:
         n.append(f"**Slower in wall time** ({b_s:.0f} s versus {a_s:.0f} s to spend the budget). Why: {fixed} ASHA "
                  "turns the same epochs into about twice as many trials, so (b) pays the start-up about twice as often, "
-                 "and that outweighs running two trials at once. What would fix it: keep trial processes warm "
-                 "(`search.reuse_actors: true`, section 5) so a trial starts in a fraction of a second; on "
+                 "and that outweighs running two trials at once. Warm trial processes (`search.reuse_actors`, the "
+                 "default, section 5) start a trial in a fraction of a second; on "
                  "real data, where an epoch takes minutes, the start-up is negligible and two concurrent trials give "
                  "close to 2x.")
     elif a_s > b_s * 1.05:
@@ -272,11 +272,10 @@ def notes_trial_overhead(d: dict, all_: dict) -> list[str]:
                  "and its extras (progress reporter, failure config, trial-status callback) are cheap.")
     n.append(f"Actor reuse makes a trial {d['reuse_speedup_raw']:.1f}x cheaper on raw Ray Tune and "
              f"{d['reuse_speedup_project']:.1f}x through the project's tuner: a new trial no longer starts a Python "
-             "process. The search keeps `reuse_actors=False` (the default): every trial starts from a clean process "
-             "(torch threads, memory, the MLflow child run), and on real data a trial lasts minutes. "
-             "`search.reuse_actors: true` turns it on where trials are short (the tiny end-to-end search test runs in "
-             "about half the time with it). Batching several small trials "
-             "into one actor would go further but is not implemented.")
+             "process. The search reuses trial processes by default (`search.reuse_actors: true`); each trial sets its "
+             "seed, threads and GPU cap, builds its model and opens its MLflow child run, and "
+             "`tests/e2e/test_warm_trials.py` checks that a reused process trains a configuration exactly as a fresh "
+             "one. Batching several small trials into one actor would go further but is not implemented.")
     se = all_.get("search_efficiency")
     if se and "b_first_report_s" in se:
         n.append(f"A no-op trial imports nothing; a real trial of the search (section 1) also imports torch, timm, "

@@ -1,6 +1,7 @@
 """A trial's nested MLflow run, opened from inside the trial process and tagged with its node."""
 from __future__ import annotations
 
+import os
 import traceback
 from typing import Optional
 
@@ -36,7 +37,7 @@ def peft_params(spec: TrialSpec) -> dict:
 def node_info() -> dict:
     """Where this process runs: Ray node id (distinct per node even on one machine) and IP."""
     ctx = ray.get_runtime_context()
-    return {"node_id": ctx.get_node_id(), "node_ip": ray.util.get_node_ip_address()}
+    return {"node_id": ctx.get_node_id(), "node_ip": ray.util.get_node_ip_address(), "process": str(os.getpid())}
 
 
 def open_child_run(tracking: dict, trial_id: str, spec: TrialSpec, space_name: str,
@@ -49,6 +50,7 @@ def open_child_run(tracking: dict, trial_id: str, spec: TrialSpec, space_name: s
     here = node_info()
     logger.client.set_tag(logger.run_id, "node", here["node_id"])
     logger.client.set_tag(logger.run_id, "node_ip", here["node_ip"])
+    logger.client.set_tag(logger.run_id, "process", here["process"])  # one process serves many trials (reuse_actors)
     return logger
 
 

@@ -3,6 +3,8 @@
 Every epoch's validation metrics go to Tune (``ray.tune.report``) so ASHA can stop weak trials
 early, and to the trial's nested MLflow run. The prepared dataset arrives as a ``SharedDataset``
 (search/shared_data.py): one object-store copy shared by the trials of a node and their workers.
+Ray Tune reuses a trial's process for the next trial (``search.reuse_actors``, on by default): all
+per-trial state is set here or in ``fine_tune`` at the start of each trial, never at import.
 A trial with ``trial.workers > 1`` drives a Ray Train ``TorchTrainer`` instead (``search.distributed``).
 """
 from __future__ import annotations
@@ -20,7 +22,7 @@ from fairtune_ray.search.shared_data import DatasetArg, resolve
 from fairtune_ray.search.space import spec_from_trial_config
 from fairtune_ray.search.tune_value import BestSoFar
 from fairtune_ray.training.loop import fine_tune
-from fairtune_ray.training.process import prepare_trial_process
+from fairtune_ray.training.process import prepare_trial_process, release_trial_memory
 
 
 def run_trial(config: dict, *, cfg_dict: dict, data: DatasetArg, checkpoint: CheckpointLike, space_name: str,
@@ -52,5 +54,7 @@ def run_trial(config: dict, *, cfg_dict: dict, data: DatasetArg, checkpoint: Che
         if logger is not None:
             logger.finish("failed", reason=failure_reason(err))
         raise
+    finally:
+        release_trial_memory()  # the process may serve the next trial (search.reuse_actors)
     if logger is not None:
         logger.finish("completed")

@@ -114,12 +114,13 @@ def trial_resources(cfg: ExperimentConfig) -> dict:
 def build_tuner(cfg: ExperimentConfig, trainable: Callable, param_space: dict, points: list[dict],
                 storage_path: str, name: str, callbacks: Optional[list] = None, *,
                 scheduler: Optional[TrialScheduler] = None, stop: Any = None,
-                reuse_actors: bool = False, verbose: int = 1, evaluated_points: Sequence[dict] = (),
+                reuse_actors: Optional[bool] = None, verbose: int = 1, evaluated_points: Sequence[dict] = (),
                 evaluated_rewards: Sequence[float] = ()) -> tune.Tuner:
     """The search's Tuner. ``scheduler`` replaces ASHA (e.g. ``FIFOScheduler()`` for a search that
     trains every trial to the end), ``stop`` is Tune's stop criterion (e.g. an epoch budget);
     the benchmarks use both to run a FairTune-style search through the same code. ``evaluated_points``
-    and ``evaluated_rewards``: a warm start (``search/warm_start.py``), given to TPE as history."""
+    and ``evaluated_rewards``: a warm start (``search/warm_start.py``), given to TPE as history.
+    ``reuse_actors`` None = ``search.reuse_actors`` (warm trial processes by default)."""
     objective = parse_objective(cfg.train.objective)
     return tune.Tuner(
         tune.with_resources(trainable, trial_resources(cfg)),
@@ -128,7 +129,8 @@ def build_tuner(cfg: ExperimentConfig, trainable: Callable, param_space: dict, p
             metric=TUNE_METRIC, mode=objective.mode, search_alg=make_searcher(cfg, points, evaluated_points=evaluated_points,
                                                                        evaluated_rewards=evaluated_rewards),
             scheduler=scheduler if scheduler is not None else make_scheduler(cfg),
-            num_samples=cfg.search.num_samples, reuse_actors=reuse_actors),
+            num_samples=cfg.search.num_samples,
+            reuse_actors=cfg.search.reuse_actors if reuse_actors is None else reuse_actors),
         run_config=tune.RunConfig(
             name=name, storage_path=storage_path, callbacks=callbacks or [], stop=stop,
             failure_config=tune.FailureConfig(max_failures=cfg.search.max_failures),

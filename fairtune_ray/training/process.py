@@ -1,6 +1,8 @@
 """Fit a trial, retrain or Train-worker process to the resources Ray gave it."""
 from __future__ import annotations
 
+import gc
+
 import torch
 
 from fairtune_ray.config import ExperimentConfig
@@ -67,3 +69,13 @@ def prepare_trial_process(cfg: ExperimentConfig) -> None:
     """Threads = the trial's CPUs; with a fractional GPU, CUDA memory capped at its share."""
     set_trial_threads(cfg)
     cap_gpu_memory(cfg.trial.resources.gpu, cfg.trial.resources.cuda_context_mb)
+
+
+def release_trial_memory() -> None:
+    """At the end of a trial, in a process Ray Tune may reuse for the next one (``search.reuse_actors``):
+    collect the finished trial's model, optimizer and batches, and hand the CUDA cache back so that the
+    next trial on a shared GPU starts from an empty allocator."""
+    gc.collect()
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()

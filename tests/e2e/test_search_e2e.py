@@ -25,9 +25,7 @@ def test_search_end_to_end(tiny_overrides, ray_local, tmp_path):
                                        "search.asha.grace_period": 1, "search.asha.reduction_factor": 2,
                                        "search.n_initial_points": 3,
                                        "search.confirm.top_k": 2, "search.confirm.seeds": 2,
-                                       "search.baseline_lrs": [1e-4, 1e-3],
-                                       # warm trial processes; the other end-to-end tests use fresh ones
-                                       "search.reuse_actors": True})
+                                       "search.baseline_lrs": [1e-4, 1e-3]})
     out = run_search(cfg, name="e2e", log=lambda *_: None)
 
     client = MlflowClient(out.tracking_uri)

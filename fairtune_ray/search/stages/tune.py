@@ -44,7 +44,7 @@ def run_tune(p: Prepared, log: Callable = print) -> TuneOutcome:
     else:
         tuner = build_tuner(cfg, trainable, build_param_space(cfg, p.n_bits), _first_points(p), p.storage, p.name,
                             [status_cb], scheduler=make_scheduler(cfg, baseline_points(cfg, p.n_bits)),
-                            reuse_actors=cfg.search.reuse_actors, **searcher_warm_args(cfg, p.run_dir))
+                            **searcher_warm_args(cfg, p.run_dir))
     result_grid = tuner.fit()
     statuses = reconcile_statuses(result_grid, status_cb.statuses, cfg.train.epochs)
     finish_child_runs(p.tracking_uri, p.parent_run_id, statuses)
