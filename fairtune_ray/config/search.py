@@ -63,6 +63,10 @@ class SearchConfig(StrictSection):
     lr_min: float = Field(1e-5, gt=0, description=(
         "Lower end of the log-uniform learning-rate range of the trials; must be below `lr_max`."))
     lr_max: float = Field(1e-3, gt=0, description="Upper end of the log-uniform learning-rate range of the trials.")
+    tpe_window: Optional[int] = Field(100, description=(
+        "Finished trials TPE fits its model on at each suggestion: the best half by objective and the most "
+        "recent ones (search/tpe_window.py). Keeps a suggestion's cost flat over a long study (HyperOpt refits "
+        "on every past trial otherwise); a study of at most this many trials is unaffected. null = every trial."))
     asha: AshaConfig = Field(AshaConfig(), description="Early stopping of weak trials.")
     tune_value: Literal["point", "lcb"] = Field("point", description=(
         "What each trial reports to Tune (TPE and ASHA): the best-so-far validation objective ('point'), "
@@ -140,6 +144,13 @@ class SearchConfig(StrictSection):
     @classmethod
     def _warm_start_named(cls, v: Optional[str]) -> Optional[str]:
         return (v.strip() or None) if isinstance(v, str) else v
+
+    @model_validator(mode="after")
+    def _tpe_window(self):
+        if self.tpe_window is not None and self.tpe_window < 2 * self.n_initial_points:
+            raise ValueError(f"tpe_window ({self.tpe_window}) must be null or at least twice n_initial_points "
+                             f"({self.n_initial_points}): TPE needs that many finished trials to fit on")
+        return self
 
     @model_validator(mode="after")
     def _lr_range(self):

@@ -18,6 +18,7 @@ from ray.tune.search.hyperopt import HyperOptSearch
 from fairtune_ray.config import ExperimentConfig
 from fairtune_ray.metrics import parse_objective
 from fairtune_ray.search.space import matches_point
+from fairtune_ray.search.tpe_window import bounded_history
 from fairtune_ray.search.tune_value import TUNE_METRIC
 
 
@@ -35,14 +36,17 @@ class WarmStartedHyperOpt(HyperOptSearch):
     """
 
     def __init__(self, *args, evaluated_points: Sequence[dict] = (), evaluated_rewards: Sequence[float] = (),
-                 **kwargs) -> None:
+                 window: Optional[int] = None, **kwargs) -> None:
         if len(evaluated_points) != len(evaluated_rewards):
             raise ValueError(f"{len(evaluated_points)} evaluated points but {len(evaluated_rewards)} rewards")
         self._evaluated = [(copy.deepcopy(dict(p)), float(r)) for p, r in zip(evaluated_points, evaluated_rewards)]
+        self._window = window
         super().__init__(*args, **kwargs)  # sets up hyperopt now when given a space (needs the mode then)
 
     def _setup_hyperopt(self) -> None:
         super()._setup_hyperopt()
+        if self._window:  # TPE fits on a bounded history (search.tpe_window)
+            self.algo = bounded_history(self.algo, self._window)
         if self._evaluated:
             self._hpopt_trials.insert_trial_docs(self._evaluated_docs())
             self._hpopt_trials.refresh()
@@ -64,10 +68,11 @@ class WarmStartedHyperOpt(HyperOptSearch):
 def make_searcher(cfg: ExperimentConfig, points: list[dict], *, evaluated_points: Sequence[dict] = (),
                   evaluated_rewards: Sequence[float] = ()) -> ConcurrencyLimiter:
     """Seeded TPE: the same config and seed propose the same first trials. ``points`` run first;
-    ``evaluated_points`` with their ``evaluated_rewards`` (a warm start) are history TPE learns from."""
+    ``evaluated_points`` with their ``evaluated_rewards`` (a warm start) are history TPE learns from;
+    TPE fits on at most ``search.tpe_window`` finished trials (search/tpe_window.py)."""
     searcher = WarmStartedHyperOpt(points_to_evaluate=points or None, n_initial_points=cfg.search.n_initial_points,
                                    random_state_seed=cfg.search.seed, evaluated_points=evaluated_points,
-                                   evaluated_rewards=evaluated_rewards)
+                                   evaluated_rewards=evaluated_rewards, window=cfg.search.tpe_window)
     return ConcurrencyLimiter(searcher, max_concurrent=cfg.search.max_concurrent)
 
 
