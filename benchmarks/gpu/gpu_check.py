@@ -16,6 +16,9 @@ working tree (the repository root is put on ``sys.path``; nothing is installed).
     ``nvidia-smi`` (per PID, else the device's peak minus its idle use, divided by the processes) and
     what lies outside the allocator (total - reserved: the CUDA context, to check
     ``trial.resources.cuda_context_mb``).
+(f) Fisher: the per-group Fisher pass (``fairtune_ray.fisher.per_group_fisher``, batched backward with
+    per-sample closed forms, and vmap(grad)) against one training epoch over the same samples (fp32,
+    AdamW, the same batch size), one process, best of ``--repeats``.
 
 Packages: torch, timm, accelerate, numpy, pandas, pyarrow, scikit-learn, scipy, pyyaml, pillow,
 safetensors, tqdm (all in the device image) and pydantic >= 2.5 with pydantic-core, annotated-types,
@@ -200,6 +203,56 @@ def run_throughput(args) -> dict:
             "torch": torch.__version__, "gpu": project[-1].get("gpu", "none")}
 
 
+# --------------------------------------------------------------------------- child (f): Fisher
+def run_fisher(args) -> dict:
+    """The Fisher pass the search runs once per study, against one training epoch over its samples."""
+    import copy
+
+    import timm
+    import torch
+
+    from fairtune_ray.fisher import fisher_param_names, per_group_fisher
+
+    torch.set_num_threads(args.threads)
+    dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    torch.manual_seed(0)
+    model = timm.create_model(args.model, pretrained=False, img_size=args.image_size, num_classes=1).to(dev)
+    n, chunk = (16, 8) if args.cpu_smoke else (256, 32)
+    images = torch.randn(n, 3, args.image_size, args.image_size, device=dev)
+    labels, groups = torch.arange(n, device=dev) % 2, (torch.arange(n, device=dev) // 2) % 2
+    names = fisher_param_names(model)
+
+    def timed(fn) -> float:
+        fn()  # warm-up
+        best = float("inf")
+        for _ in range(args.repeats):
+            torch.cuda.synchronize() if dev.type == "cuda" else None
+            t0 = time.perf_counter()
+            fn()
+            torch.cuda.synchronize() if dev.type == "cuda" else None
+            best = min(best, time.perf_counter() - t0)
+        return best
+
+    def fisher(method: str):
+        return per_group_fisher(model, images, labels, groups, param_names=names, samples_per_group=n // 2,
+                                chunk_size=chunk, method=method, device=dev)
+
+    def epoch():
+        m = copy.deepcopy(model).train()
+        opt = torch.optim.AdamW(m.parameters(), lr=1e-4)
+        for start in range(0, n, args.batch_size):
+            opt.zero_grad(set_to_none=True)
+            out = m(images[start:start + args.batch_size]).squeeze(1)
+            torch.nn.functional.binary_cross_entropy_with_logits(out, labels[start:start + args.batch_size].float()).backward()
+            opt.step()
+
+    reset_memory()
+    hooks_s, vmap_s, epoch_s = timed(lambda: fisher("hooks")), timed(lambda: fisher("vmap")), timed(epoch)
+    return {"samples": n, "chunk_size": chunk, "hooks_s": hooks_s, "vmap_s": vmap_s, "epoch_s": epoch_s,
+            "hooks_over_epoch": hooks_s / epoch_s, "vmap_over_epoch": vmap_s / epoch_s, **memory_stats(),
+            "torch": torch.__version__}
+
+
 # --------------------------------------------------------------------------- child (b): one trial
 def run_trial(args) -> dict:
     """One trial process as Ray would start it: threads and memory cap from trial.resources."""
@@ -375,6 +428,12 @@ def table(result: dict) -> str:
                          f"{_f(_mean(rows, 'cap_mib'))} | {sum(bool(r.get('oom')) for r in rows)} |")
         lines += ["", (f"Concurrent vs single, trials per hour: {_f(b['concurrent_vs_single'], '.2f')}x "
                        "(means over processes; 'outside allocator' = nvidia-smi total - peak reserved: the CUDA context).")]
+    f = result.get("fisher")
+    if f and "hooks_s" in f:
+        lines += ["", f"| (f) pass over {f['samples']} samples | s | vs one training epoch |", "|---|---|---|",
+                  f"| Fisher, batched backward + per-sample closed forms | {f['hooks_s']:.3f} | {f['hooks_over_epoch']:.2f} |",
+                  f"| Fisher, vmap(grad) | {f['vmap_s']:.3f} | {f['vmap_over_epoch']:.2f} |",
+                  f"| one training epoch (fp32, batch {result['batch_size']}) | {f['epoch_s']:.3f} | 1.00 |"]
     return "\n".join(lines)
 
 
@@ -383,7 +442,7 @@ def parse_args(argv=None):
     ap.add_argument("--out", default=os.environ.get("OUT") or "gpu_check_results", help="results folder")
     ap.add_argument("--cpu-smoke", action="store_true", help="tiny sizes on the CPU, no GPU parts")
     ap.add_argument("--block-imports", default="", help="modules whose import must fail, e.g. ray,mlflow")
-    ap.add_argument("--phases", default="a,b", help="a: trainer vs bare loop; b: 4 trials vs 1")
+    ap.add_argument("--phases", default="a,b,f", help="a: trainer vs bare loop; b: 4 trials vs 1; f: Fisher vs an epoch")
     ap.add_argument("--budget-s", type=float, default=450, help="all phases together; children are killed past it")
     ap.add_argument("--model", default="vit_small_patch16_224")
     ap.add_argument("--threads", type=int, default=4, help="torch threads in (a) and of the single trial in (b)")
@@ -391,7 +450,7 @@ def parse_args(argv=None):
                     help="trials take their share of this many MiB (the A10G); 0 = of this GPU")
     for key, value in GPU_SIZES.items():
         ap.add_argument(f"--{key.replace('_', '-')}", type=int, default=None, help=f"default {value} (smoke: {SMOKE_SIZES[key]})")
-    ap.add_argument("--role", choices=("parent", "throughput", "trial"), default="parent", help=argparse.SUPPRESS)
+    ap.add_argument("--role", choices=("parent", "throughput", "trial", "fisher"), default="parent", help=argparse.SUPPRESS)
     ap.add_argument("--result", help=argparse.SUPPRESS)
     ap.add_argument("--cpu", type=float, default=1.0, help=argparse.SUPPRESS)
     ap.add_argument("--gpu", type=float, default=0.25, help=argparse.SUPPRESS)
@@ -425,6 +484,10 @@ def run_all(args, work: Path, log) -> dict:
         for phase in (single, many):
             process_totals(phase)
         result["packing"] = packing_summary(single, many)
+    if "f" in args.phases:
+        phase = run_phase("fisher", [(child_command(args, "fisher", work / "f.json", []), args.threads)],
+                          sampler, work, left(1.0), log)
+        result["fisher"] = phase["results"][0]
     sampler.stop.set()
     return result
 
@@ -432,7 +495,7 @@ def run_all(args, work: Path, log) -> dict:
 def main(argv=None) -> int:
     args = parse_args(argv)
     if args.role != "parent":
-        out = run_throughput(args) if args.role == "throughput" else run_trial(args)
+        out = {"throughput": run_throughput, "trial": run_trial, "fisher": run_fisher}[args.role](args)
         Path(args.result).write_text(json.dumps(out))
         return 0
     t0 = time.perf_counter()
@@ -440,7 +503,7 @@ def main(argv=None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp, open(out / "children.log", "w") as log:
         result = run_all(args, Path(tmp), log)
-    children = [c for c in [result.get("throughput")] + [r for k in ("single", "concurrent")
+    children = [c for c in [result.get("throughput"), result.get("fisher")] + [r for k in ("single", "concurrent")
                                                         for r in result.get("packing", {}).get(k, {}).get("results", [])] if c]
     first = next((c for c in children if c.get("torch")), {})
     result = {"bench": "gpu_check", "cpu_smoke": args.cpu_smoke, "blocked_imports": BLOCKED, "model": args.model,

@@ -5,9 +5,9 @@
     F^g_i = mean over sampled (x, y) in g of ( d log p(y | x; theta) / d theta_i )^2
 
 at the model's current weights (theta*: the pre-trained backbone with the head fitted by
-``fisher.head``), with TRUE labels. Per-sample gradients
-come from ``torch.func``: ``vmap(grad(log_prob))`` over chunks of samples, so there is no Python
-loop over samples. ``naive_per_group_fisher`` is the same quantity with a plain loop over single
+``fisher.head``), with TRUE labels. Per-sample gradients of linear and LayerNorm layers (a ViT's)
+come from one batched backward per chunk and their closed forms (fisher/per_sample.py); other
+layers use ``torch.func``: ``vmap(grad(log_prob))`` over chunks of samples. Neither loops over samples. ``naive_per_group_fisher`` is the same quantity with a plain loop over single
 samples and ``torch.autograd``; it is the reference for the tests and the benchmark.
 
 Why diagonal empirical Fisher: it needs only first-order per-sample gradients, its cost is one
@@ -25,6 +25,7 @@ from torch import Tensor, nn
 from torch.func import functional_call, grad, vmap
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
+from fairtune_ray.fisher import per_sample
 from fairtune_ray.models.lowrank import LowRankLinear
 
 __all__ = [
@@ -157,10 +158,14 @@ def per_group_fisher(
     chunk_size: int = 32,
     seed: int = 0,
     device: torch.device | str | None = None,
+    method: str = "auto",
 ) -> FisherByGroup:
     """Diagonal empirical Fisher per group, ``{group: {param_name: tensor}}`` (float32, on CPU).
 
-    Per-sample gradients via ``vmap(grad(...))`` over chunks of ``chunk_size`` samples. The
+    ``method``: 'hooks' forms the per-sample gradients of linear and LayerNorm layers from one batched
+    backward per chunk (fisher/per_sample.py, about a training step's cost); 'vmap' differentiates
+    each sample with ``vmap(grad(...))``, for any layer; 'auto' takes hooks wherever they apply.
+    Per-sample gradients come in chunks of ``chunk_size`` samples. The
     model runs in eval mode (restored afterwards); parameters outside ``param_names`` (default:
     ``fisher_param_names(model)``) and buffers are passed to ``functional_call`` as constants, so
     they are not differentiated. The model's own parameters are never modified.
@@ -169,6 +174,19 @@ def per_group_fisher(
     if chunk_size < 1:
         raise ValueError("chunk_size must be >= 1")
     dev = _default_device(model, device)
+    names = fisher_param_names(model) if param_names is None else list(param_names)
+    explicit = method != "auto"
+    if method == "auto":
+        method = "hooks" if per_sample.supports(model, names) else "vmap"
+    if method == "hooks":
+        try:
+            return _hooked_per_group_fisher(model, images, labels, groups, names, samples_per_group, chunk_size,
+                                            seed, dev)
+        except per_sample.LayerNotCalled:
+            if explicit:
+                raise
+    elif method != "vmap":
+        raise ValueError(f"method must be 'auto', 'hooks' or 'vmap', got {method!r}")
     params, consts = _split_state(model, param_names, dev)
 
     def log_prob(p: dict[str, Tensor], x: Tensor, y: Tensor) -> Tensor:
@@ -190,6 +208,32 @@ def per_group_fisher(
                 grads = per_sample_grad(params, x, y)
                 for n, gr in grads.items():
                     acc[n] += gr.detach().double().pow(2).sum(0)
+            count = max(int(idx.numel()), 1)
+            result[g] = {n: (a / count).float().cpu() for n, a in acc.items()}
+    return result
+
+
+def _log_prob_sum(out: Tensor, y: Tensor) -> Tensor:
+    """Sum over a batch of log p(y_i|x_i): what ``_log_prob`` gives for one sample, for all at once."""
+    out = out.reshape(out.shape[0], -1)
+    if out.shape[1] == 1:
+        return nn.functional.logsigmoid((2.0 * y.to(out.dtype) - 1.0) * out[:, 0]).sum()
+    return torch.log_softmax(out, dim=-1).gather(1, y.long().reshape(-1, 1)).sum()
+
+
+def _hooked_per_group_fisher(model: nn.Module, images: Tensor, labels: Tensor, groups: Tensor, names: list[str],
+                             samples_per_group: int, chunk_size: int, seed: int, dev: torch.device) -> FisherByGroup:
+    """``per_group_fisher`` with ``method='hooks'``: the same sums, one batched backward per chunk."""
+    shapes = dict(model.named_parameters())
+    result: FisherByGroup = {}
+    with _eval_mode(model):
+        for g, idx in select_group_samples(groups, samples_per_group, seed).items():
+            acc = {n: torch.zeros(shapes[n].shape, dtype=torch.float32, device=dev) for n in names}
+            for start in range(0, idx.numel(), chunk_size):
+                sel = idx[start : start + chunk_size]
+                y = labels[sel].to(dev, non_blocking=True)
+                per_sample.accumulate_squared_grads(model, names, lambda out, y=y: _log_prob_sum(out, y),
+                                                    images[sel].to(dev, non_blocking=True), acc)
             count = max(int(idx.numel()), 1)
             result[g] = {n: (a / count).float().cpu() for n, a in acc.items()}
     return result

@@ -30,4 +30,6 @@ def test_cpu_smoke_runs_without_ray_or_mlflow(tmp_path):
     assert b["single"]["results"][0]["threads"] == 4
     assert all(r["threads"] == 1 and r["fit_s"] > 0 and r["capped"] is False for r in b["concurrent"]["results"])
     assert b["single_trials_per_hour"] > 0 and b["concurrent_trials_per_hour"] > 0
+    f = result["fisher"]  # the Fisher pass against a training epoch, without Ray or MLflow too
+    assert f["exit"] == 0 and f["hooks_s"] > 0 and f["vmap_s"] > 0 and f["hooks_over_epoch"] > 0
     assert (tmp_path / "gpu_check.md").read_text().startswith("GPU check:")

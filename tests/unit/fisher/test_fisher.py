@@ -95,17 +95,56 @@ def test_vmap_matches_naive_mlp(num_classes):
     assert all(float(t.sum()) > 0 for t in fast[0].values())
 
 
+@pytest.mark.parametrize("method", ["hooks", "vmap"])
 @pytest.mark.parametrize("num_classes", [1, 3])
-def test_vmap_matches_naive_micro_vit(num_classes):
+def test_batched_methods_match_naive_micro_vit(num_classes, method):
     model = _micro_vit(num_classes)
     x, y, grp = _data(12, num_classes, shape=(3, 16, 16))
     kw = dict(samples_per_group=5, chunk_size=3, seed=0)
-    fast = per_group_fisher(model, x, y, grp, **kw)
+    fast = per_group_fisher(model, x, y, grp, method=method, **kw)
     slow = naive_per_group_fisher(model, x, y, grp, **kw)
     _assert_fisher_close(fast, slow)
     names = set(fast[0])
     assert "blocks.0.attn.qkv.weight" in names and "blocks.1.norm2.bias" in names and "head.weight" in names
     assert "patch_embed.proj.weight" not in names and "cls_token" not in names and "pos_embed" not in names
+
+
+def test_auto_takes_hooks_only_where_they_apply(monkeypatch):
+    from fairtune_ray.fisher import per_sample
+
+    used = []
+    real = per_sample.accumulate_squared_grads
+    monkeypatch.setattr(per_sample, "accumulate_squared_grads", lambda *a, **k: (used.append(1), real(*a, **k))[1])
+    vit, mlp = _micro_vit(1), _mlp(1)
+    x, y, grp = _data(12, 1, shape=(3, 16, 16))
+    per_group_fisher(vit, x, y, grp, samples_per_group=4, chunk_size=4)
+    assert used and per_sample.supports(vit, fisher_param_names(vit))  # a ViT: linear and LayerNorm only
+    used.clear()
+    x, y, grp = _data(40, 1, n_groups=3)
+    per_group_fisher(mlp, x, y, grp, samples_per_group=4, chunk_size=4)
+    assert not used and not per_sample.supports(mlp, fisher_param_names(mlp))  # a BatchNorm: vmap
+
+
+def test_a_linear_whose_forward_is_never_called_falls_back_to_vmap():
+    """nn.MultiheadAttention uses its out_proj's weight without calling out_proj: hooks would see nothing."""
+
+    class Attn(nn.Module):
+        def __init__(self):
+            super().__init__()
+            torch.manual_seed(0)
+            self.mha, self.head = nn.MultiheadAttention(8, 2, batch_first=True), nn.Linear(8, 1)
+
+        def forward(self, x):
+            tokens = x.reshape(x.shape[0], -1, 8)
+            return self.head(self.mha(tokens, tokens, tokens, need_weights=False)[0].mean(1))
+
+    model = Attn()
+    x, y, grp = _data(12, 1, shape=(4, 8))
+    names = ["mha.out_proj.weight", "head.weight"]
+    kw = dict(param_names=names, samples_per_group=5, chunk_size=3, seed=0)
+    with pytest.raises(RuntimeError, match="forward was not called"):
+        per_group_fisher(model, x, y, grp, method="hooks", **kw)
+    _assert_fisher_close(per_group_fisher(model, x, y, grp, **kw), naive_per_group_fisher(model, x, y, grp, **kw))
 
 
 def test_fisher_param_names_kinds():
