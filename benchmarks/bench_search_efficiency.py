@@ -15,16 +15,18 @@ Both run through ``fairtune_ray.search.tuner.build_tuner`` ((a) with ``scheduler
 an epoch-budget stopper ends each search when the budget is spent. Reported per search seed:
 best validation objective versus cumulative epochs (a PNG next to RESULTS.md), wall time to spend
 the budget, the fraction of (a)'s budget after which (b)'s best already matches (a)'s final best,
-and the test worst-group AUC of each search's winner retrained once from the pre-trained weights
-(the project's ``retrain_and_test``, both winners retrained the same way: seed = search seed,
-weights of the best validation epoch), so that the test figure compares only the configurations
-the two searches found.
+and the test worst-group AUC of each search's winner, chosen as ``fairtune-ray search`` chooses it
+(the confirmation stage: the top ``search.confirm.top_k`` trials trained again with
+``search.confirm.seeds`` seeds, best validation seed mean; outside the epoch budget, the same for
+both searches), retrained once from the pre-trained weights (the project's ``retrain_candidates``,
+seed = search seed, weights of the best validation epoch) and compared on the same test resamples
+(paired 95% interval of (b) - (a)). ASHA's grace period is the default, one epoch past the lr
+warm-up (2 of 4 epochs), so no trial is cut while its lr still ramps up.
 
-    .venv/bin/python benchmarks/bench_search_efficiency.py [--quick] [--seeds 3] [--budget 24] [--epochs 4]
+    .venv/bin/python benchmarks/bench_search_efficiency.py [--quick] [--seeds 5] [--budget 24] [--epochs 4]
 
-The default budget (24 epochs = 6 full trials of 4 epochs) keeps the full run near 9 minutes on 2
-cores: each trial also pays a fixed start-up (a new process importing torch, timm, accelerate and
-MLflow), which is most of a trial's time at this data size; ``--budget 40`` gives a longer study.
+The default budget (24 epochs = 6 full trials of 4 epochs) and 5 seeds keep the full run near 10
+minutes on 2 cores; ``--budget 40`` gives a longer study.
 """
 from __future__ import annotations
 
@@ -98,7 +100,9 @@ def base_overrides(args, seed: int, cache_dir: str, tmp: str) -> dict:
         "search.seed": seed,
         "search.storage": os.path.join(tmp, "runs"),
         "search.retrain_seeds": 1,
-        "search.bootstrap": 50,
+        "search.bootstrap": 200,
+        "search.confirm.top_k": 2,  # the search's confirmation stage, smaller than its default 3 x 3 to fit make bench
+        "search.confirm.seeds": 2,
         "tracking.uri": f"sqlite:///{os.path.join(tmp, 'mlruns.db')}",
     }
     if args.quick:
@@ -170,16 +174,33 @@ def best_curve(rows: list[dict], sign: float, last_epoch_only: int = 0) -> list[
     return out
 
 
-def winner(rows: list[dict], sign: float, last_epoch_only: int = 0) -> dict:
-    """The report a search selects: best objective (at the last epoch for FairTune); earliest wins ties."""
-    cands = [r for r in rows if (not last_epoch_only or r["epoch"] == last_epoch_only) and not math.isnan(r["objective"])]
-    if not cands:
+def confirmed_winner(cfg, rows: list[dict], sign: float, data, checkpoint, n_bits: int, last_epoch_only: int = 0) -> dict:
+    """What ``fairtune-ray search`` retrains: the ``search.confirm.top_k`` best trials (each read as the
+    search reads it: its last epoch in (a), its best in (b)) trained again with ``search.confirm.seeds``
+    seeds on train and scored on validation; the best seed mean wins. Outside the epoch budget, as the
+    search's confirmation stage is, and the same for both searches."""
+    from fairtune_ray.metrics import parse_objective
+    from fairtune_ray.search.stages.confirm import confirmed_trial, top_trials
+    from fairtune_ray.search.space import spec_from_trial_config
+    from fairtune_ray.search.validation_fits import run_validation_fits
+
+    per_trial: dict[str, dict] = {}
+    for r in rows:
+        if (last_epoch_only and r["epoch"] != last_epoch_only) or math.isnan(r["objective"]):
+            continue
+        best = per_trial.get(r["trial"])
+        if best is None or sign * r["objective"] > sign * best["objective"]:
+            per_trial[r["trial"]] = {"trial_id": r["trial"], "config": r["config"], "objective": r["objective"]}
+    objective = parse_objective(cfg.train.objective)
+    top = top_trials(list(per_trial.values()), objective, cfg.search.confirm.top_k)
+    if not top:
         raise RuntimeError("no trial produced a defined objective within the budget")
-    best = cands[0]
-    for r in cands[1:]:
-        if sign * r["objective"] > sign * best["objective"]:
-            best = r
-    return best
+    seeds = [cfg.train.seed + i for i in range(cfg.search.confirm.seeds)]
+    specs = {(t["trial_id"], s): spec_from_trial_config(t["config"], cfg, cfg.mask.space, n_bits, seed=s)
+             for t in top for s in seeds}
+    fits = run_validation_fits(cfg, specs, data, checkpoint)
+    confirmed = [confirmed_trial(t, [fits[(t["trial_id"], s)] for s in seeds], objective, "mean") for t in top]
+    return max(confirmed, key=lambda c: sign * c["objective"] if not math.isnan(c["objective"]) else -math.inf)
 
 
 def plot(curves_a: list[list[float]], curves_b: list[list[float]], budget: int, objective: str, path: Path) -> None:
@@ -225,7 +246,7 @@ def main() -> None:
     ap.add_argument("--cache-dir", default=str(REPO / ".fairtune_cache"))
     ap.add_argument("--plot", default=None, help="PNG path (default: benchmarks/search_efficiency.png; none with --quick)")
     args = ap.parse_args()
-    args.seeds = args.seeds or (1 if args.quick else 3)
+    args.seeds = args.seeds or (1 if args.quick else 5)
     args.epochs = args.epochs or (2 if args.quick else 4)
     args.budget = args.budget or (2 * args.epochs if args.quick else 6 * args.epochs)
     args.n_samples = args.n_samples or (300 if args.quick else 1000)
@@ -238,7 +259,7 @@ def main() -> None:
 
         from fairtune_ray.config import load_config
         from fairtune_ray.data.loading import load_dataset
-        from fairtune_ray.metrics import parse_objective
+        from fairtune_ray.metrics import paired_differences, parse_objective
         from fairtune_ray.search.results import Role
         from fairtune_ray.search.stages.retrain_test import retrain_candidates
         from fairtune_ray.search.stages.types import Candidate
@@ -265,8 +286,11 @@ def main() -> None:
             curve_b = best_curve(b["rows"], sign)
             final_a = curve_a[-1]
             reach = next((i + 1 for i, v in enumerate(curve_b) if not math.isnan(v) and sign * v >= sign * final_a), None)
-            win_a, win_b = winner(a["rows"], sign, last_epoch_only=args.epochs), winner(b["rows"], sign)
             n_bits = a["n_bits"]
+            t0 = time.perf_counter()
+            win_a = confirmed_winner(cfg_b, a["rows"], sign, data, checkpoint, n_bits, last_epoch_only=args.epochs)
+            win_b = confirmed_winner(cfg_b, b["rows"], sign, data, checkpoint, n_bits)
+            confirm_s = time.perf_counter() - t0
             spec_a = spec_from_trial_config(win_a["config"], cfg_b, cfg_b.mask.space, n_bits, seed=seed)
             spec_b = spec_from_trial_config(win_b["config"], cfg_b, cfg_b.mask.space, n_bits, seed=seed)
             group_names = data.info.attributes[cfg_b.data.sensitive_attribute]
@@ -275,18 +299,25 @@ def main() -> None:
                                       data, checkpoint, group_names, log=lambda *x: print(*x, file=sys.stderr))
             retrain_s = time.perf_counter() - t0
             test = {r.method: r for r in rows}
+            # (b)'s retrained winner minus (a)'s, on the same test resamples: the paired interval
+            paired = paired_differences(test["b"].scores.labels, test["b"].scores.scores, test["a"].scores.scores,
+                                        test["b"].scores.groups, ["min_auc"], n_boot=cfg_b.search.bootstrap,
+                                        seed=seed, group_names=group_names)["min_auc"]
             stopped = sum(1 for t in {r["trial"] for r in b["rows"]}
                           if max(r["epoch"] for r in b["rows"] if r["trial"] == t) < args.epochs)
             per_seed.append({
                 "seed": seed, "a_trials": a["n_trials"], "b_trials": b["n_trials"], "b_stopped_early": stopped,
                 "a_budget_s": a["budget_s"], "b_budget_s": b["budget_s"], "a_fit_s": a["fit_s"], "b_fit_s": b["fit_s"],
                 "a_best_val": final_a, "a_best_val_any_epoch": curve_a_best_epoch[-1], "b_best_val": curve_b[-1],
+                "a_frac_budget_to_own_best": (curve_a.index(final_a) + 1) / args.budget,  # when (a) itself got there
                 "b_epochs_to_reach_a": reach, "b_frac_budget_to_reach_a": (reach / args.budget) if reach else None,
                 "b_s_to_reach_a": b["rows"][reach - 1]["t"] if reach else None,
                 "a_winner": spec_a.mask + f" lr={spec_a.lr:.2e}", "b_winner": spec_b.mask + f" lr={spec_b.lr:.2e}",
                 "a_test_min_auc": test["a"].metric("min_auc"), "b_test_min_auc": test["b"].metric("min_auc"),
                 "a_test_overall_auc": test["a"].metric("overall_auc"), "b_test_overall_auc": test["b"].metric("overall_auc"),
-                "retrain_s": retrain_s, "a_first_report_s": a["first_report_s"], "a_epoch_s": a["epoch_s"],
+                "b_minus_a_test_min_auc": paired.diff, "b_minus_a_lo": paired.lo, "b_minus_a_hi": paired.hi,
+                "b_vs_a_verdict": paired.verdict, "a_confirmed_val": win_a["objective"], "b_confirmed_val": win_b["objective"],
+                "confirm_s": confirm_s, "retrain_s": retrain_s, "a_first_report_s": a["first_report_s"], "a_epoch_s": a["epoch_s"],
                 "b_first_report_s": b["first_report_s"], "b_epoch_s": b["epoch_s"],
                 "curve_a": curve_a, "curve_b": curve_b,
             })
@@ -302,7 +333,8 @@ def main() -> None:
 
     reached = [p["b_frac_budget_to_reach_a"] for p in per_seed if p["b_frac_budget_to_reach_a"] is not None]
     keys = ["a_trials", "b_trials", "b_stopped_early", "a_budget_s", "b_budget_s", "a_best_val", "a_best_val_any_epoch",
-            "b_best_val", "a_test_min_auc", "b_test_min_auc", "a_test_overall_auc", "b_test_overall_auc", "retrain_s",
+            "b_best_val", "a_test_min_auc", "b_test_min_auc", "a_test_overall_auc", "b_test_overall_auc",
+            "a_confirmed_val", "b_confirmed_val", "a_frac_budget_to_own_best", "b_minus_a_test_min_auc", "confirm_s", "retrain_s",
             "a_first_report_s", "a_epoch_s", "b_first_report_s", "b_epoch_s"]
     result = {"bench": "search_efficiency", "quick": args.quick, "seeds": args.seeds, "budget_epochs": args.budget,
               "epochs_per_trial": args.epochs, "n_samples": args.n_samples, "objective": objective.name,
@@ -310,6 +342,7 @@ def main() -> None:
               "b_frac_budget_to_reach_a": {"mean": round(mean_sd(reached)[0], 4) if reached else None,
                                            "sd": round(mean_sd(reached)[1], 4) if reached else None,
                                            "reached": f"{len(reached)}/{len(per_seed)}"},
+              "b_not_worse_on_test": f"{sum(p['b_vs_a_verdict'] != 'worse' for p in per_seed)}/{len(per_seed)}",
               "wall_ratio_a_over_b": round(mean_sd([p["a_budget_s"] / p["b_budget_s"] for p in per_seed])[0], 3),
               "plot": str(plot_path.relative_to(REPO)) if plot_path and plot_path.is_relative_to(REPO) else (str(plot_path) if plot_path else None),
               "per_seed": [{k: (round(v, 4) if isinstance(v, float) else v) for k, v in p.items() if not k.startswith("curve")}
@@ -337,6 +370,13 @@ def main() -> None:
          f"(b) did not reach (a)'s final best validation objective within the budget ({fr['reached']} seeds)")
         + f"; wall-time ratio (a)/(b) = {result['wall_ratio_a_over_b']:.2f}. (a) read at its best epoch instead of its last: "
           f"{ms('a_best_val_any_epoch')}.",
+        "",
+        (f"Winners confirmed with {cfg_b.search.confirm.seeds} seeds among each search's top {cfg_b.search.confirm.top_k} "
+         f"(validation seed mean: (a) {ms('a_confirmed_val')}, (b) {ms('b_confirmed_val')}), then retrained once and "
+         f"tested: (b) - (a) test worst-group AUC {ms('b_minus_a_test_min_auc')}; by the paired 95% interval (b) is not "
+         f"worse in {result['b_not_worse_on_test']} seeds ("
+         + ", ".join(f"seed {p['seed']}: {p['b_minus_a_test_min_auc']:+.3f} [{p['b_minus_a_lo']:+.3f}, "
+                     f"{p['b_minus_a_hi']:+.3f}] {p['b_vs_a_verdict']}" for p in per_seed) + ")."),
         "",
         f"Where a trial's time goes (median): trial start to first epoch report {ms('a_first_report_s', 1)} s in (a), "
         f"{ms('b_first_report_s', 1)} s in (b); one further epoch (train + validation + report) {ms('a_epoch_s', 1)} s "

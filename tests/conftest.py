@@ -51,3 +51,12 @@ def tiny_cfg(tiny_overrides):
     from fairtune_ray.config import load_config
 
     return load_config(None, overrides=tiny_overrides)
+
+
+@pytest.fixture
+def ray_local():
+    """A test that starts Ray through the code under test (``run_search``) leaves it stopped."""
+    import ray
+
+    yield
+    ray.shutdown()

@@ -187,7 +187,13 @@ def per_group_fisher(
                 raise
     elif method != "vmap":
         raise ValueError(f"method must be 'auto', 'hooks' or 'vmap', got {method!r}")
-    params, consts = _split_state(model, param_names, dev)
+    return _vmap_per_group_fisher(model, images, labels, groups, names, samples_per_group, chunk_size, seed, dev)
+
+
+def _vmap_per_group_fisher(model: nn.Module, images: Tensor, labels: Tensor, groups: Tensor, names: list[str],
+                           samples_per_group: int, chunk_size: int, seed: int, dev: torch.device) -> FisherByGroup:
+    """``per_group_fisher`` with ``method='vmap'``: ``vmap(grad(log p))`` over each chunk, any layer."""
+    params, consts = _split_state(model, names, dev)
 
     def log_prob(p: dict[str, Tensor], x: Tensor, y: Tensor) -> Tensor:
         out = functional_call(model, (p, consts), (x.unsqueeze(0),))

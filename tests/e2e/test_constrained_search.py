@@ -4,7 +4,6 @@ the bound and must not be selected."""
 from __future__ import annotations
 
 import pytest
-import ray
 from mlflow.tracking import MlflowClient
 
 from fairtune_ray.config import load_config
@@ -13,12 +12,6 @@ from fairtune_ray.study import run_search
 #: between the val worst-group AUC of the best-overall-AUC trial and that of a better-balanced one on
 #: the tiny synthetic study below (deterministic with one concurrent trial; the premise is asserted)
 BOUND = 0.55
-
-
-@pytest.fixture
-def ray_local():
-    yield
-    ray.shutdown()
 
 
 @pytest.mark.slow

@@ -1,18 +1,11 @@
 """A search with the ``peft`` dimension (mask, lora, ia3) on the tiny config: trials log their PEFT method,
 the LoRA baseline is retrained, and the selected model exports and loads as a plain backbone."""
 import pytest
-import ray
 from mlflow.tracking import MlflowClient
 
 from fairtune_ray.config import load_config
 from fairtune_ray.export.rebuild import ExportedModel
 from fairtune_ray.study import run_search
-
-
-@pytest.fixture
-def ray_local():
-    yield
-    ray.shutdown()
 
 
 @pytest.mark.slow

@@ -3,18 +3,11 @@ and the run folder and MLflow record what else decides the numbers."""
 import json
 
 import pytest
-import ray
 from mlflow.tracking import MlflowClient
 
 from fairtune_ray.config import load_config
 from fairtune_ray.search.results import results_table
 from fairtune_ray.study import run_search
-
-
-@pytest.fixture
-def ray_local():
-    yield
-    ray.shutdown()
 
 
 @pytest.mark.slow

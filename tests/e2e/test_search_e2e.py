@@ -2,7 +2,6 @@
 import json
 
 import pytest
-import ray
 from mlflow.tracking import MlflowClient
 
 from fairtune_ray.config import load_config
@@ -11,12 +10,6 @@ from fairtune_ray.search.space import baseline_points, matches_point
 from fairtune_ray.study import run_search
 
 STAGES = {"prepare", "tune", "confirm", "select", "baseline_lrs", "retrain_test", "publish", "report"}
-
-
-@pytest.fixture
-def ray_local():
-    yield
-    ray.shutdown()
 
 
 @pytest.mark.slow

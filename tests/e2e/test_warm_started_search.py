@@ -6,7 +6,6 @@ whole search of the suite's time; the warm-started search itself is real."""
 import json
 
 import pytest
-import ray
 import yaml
 from mlflow.tracking import MlflowClient
 
@@ -14,12 +13,6 @@ from fairtune_ray.config import load_config
 from fairtune_ray.search.space import baseline_points, matches_point
 from fairtune_ray.search.warm_start import POINTS_TAG, SOURCE_TAG, WARM_FILE
 from fairtune_ray.study import run_search
-
-
-@pytest.fixture
-def ray_local():
-    yield
-    ray.shutdown()
 
 
 def _earlier_study(path, cfg, n_bits: int = 18) -> list[dict]:
