@@ -18,6 +18,10 @@ SMOKE = {
     "search.confirm.top_k": 0,
     # 1 CPU per trial on a 2 + 1 CPU cluster: three concurrent trials fill both nodes
     "trial.resources.cpu": 1,
+    # a fresh process per trial: with warm processes (the default) a seconds-long trial on the head can end
+    # before the worker's first process has set up its runtime env, and Tune then reuses the head's process
+    # for the third trial, so which nodes run trials would depend on start-up timing, not on the cluster
+    "search.reuse_actors": "false",
 }
 
 
