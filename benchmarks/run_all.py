@@ -343,12 +343,10 @@ def notes_scheduler_scale(d: dict, _all: dict) -> list[str]:
         n.append(f"**TPE's cost per trial still grows with the study** ({first['searcher_ms']:.1f} ms for the first "
                  f"trials, {last['searcher_ms']:.1f} ms at trial {last['at_trial']}, "
                  f"{d['growth_searcher_last_vs_first']:.2f}x; target at most 1.5x), although its fit is bounded by the "
-                 f"window of {d['tpe_window']} trials. Why: what is left grows with n outside the fit: choosing the "
-                 "window scans every finished trial (about 2 ms per suggestion at 1,000 trials, profiled 2026-12-04), "
-                 "and HyperOpt's `Trials.refresh`, which Ray's searcher calls on every suggestion and completion, "
-                 "rebuilds its lists from every trial; the machine's load during this script (table above) inflates "
-                 "the late windows as well. What would flatten it: keep the window's candidates incrementally as "
-                 "trials complete instead of rescanning, and refresh only the new trials.")
+                 f"window of {d['tpe_window']} trials and the window is kept as trials finish. What is left that "
+                 "grows with n: HyperOpt's `Trials.refresh`, which Ray's searcher calls on every suggestion and "
+                 "completion and which rebuilds its lists from every trial, and the machine's load during this script "
+                 "(table above). What would flatten it further: a searcher that refreshes only the new trials.")
     elif d["growth_searcher_last_vs_first"] > 1.5:
         n.append(f"**TPE's cost per trial grows with the study** ({first['searcher_ms']:.1f} ms for the first "
                  f"trials, {last['searcher_ms']:.1f} ms at trial {last['at_trial']}). Why: HyperOpt's TPE rebuilds its "

@@ -51,6 +51,20 @@ class WarmStartedHyperOpt(HyperOptSearch):
             self._hpopt_trials.insert_trial_docs(self._evaluated_docs())
             self._hpopt_trials.refresh()
 
+    def _get_hyperopt_trial(self, trial_id: str) -> Optional[dict]:
+        """The study's document of a live trial by its tid. Ray's scans the whole study for it at every
+        result, which makes a trial's cost grow with the study; the study only ever appends documents,
+        so the index here follows it by looking at the new ones."""
+        if trial_id not in self._live_trial_mapping:
+            return None
+        tid, study = self._live_trial_mapping[trial_id][0], self._hpopt_trials
+        if getattr(self, "_indexed", (None,))[0] is not study:  # first use, or a restored searcher's study
+            self._indexed = (study, {})
+        index = self._indexed[1]
+        if tid not in index:
+            index.update((d["tid"], d) for d in study._dynamic_trials[len(index):])
+        return index[tid]
+
     def _evaluated_docs(self) -> list[dict]:
         tids = self._hpopt_trials.new_trial_ids(len(self._evaluated))
         now = coarse_utcnow()
