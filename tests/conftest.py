@@ -55,8 +55,22 @@ def tiny_cfg(tiny_overrides):
 
 @pytest.fixture
 def ray_local():
-    """A test that starts Ray through the code under test (``run_search``) leaves it stopped."""
+    """A local Ray instance as ``run_search`` starts one (every core, no dashboard), shared by the tests that
+    need nothing else of it: the first starts it, the next reuse it (a start and stop cost about 8 s on 2
+    cores). A test that starts its own instance, or sets the trial processes' environment (they inherit it
+    when Ray starts), takes ``ray_stopped`` instead."""
     import ray
 
+    if not ray.is_initialized():
+        ray.init(num_cpus=os.cpu_count() or 2, include_dashboard=False, log_to_driver=True)
+    yield
+
+
+@pytest.fixture
+def ray_stopped():
+    """No Ray instance in this process when the test starts (a shared one is stopped), none when it ends."""
+    import ray
+
+    ray.shutdown()
     yield
     ray.shutdown()

@@ -205,7 +205,8 @@ class LocalCluster:
                 pass
         procs = list({p.pid: p for p in procs}.values())
         _each(procs, "terminate")
-        _, alive = psutil.wait_procs(procs, timeout=10)
+        # a few seconds' grace: nothing is kept after a test, and some Ray processes sit out SIGTERM for 10 s
+        _, alive = psutil.wait_procs(procs, timeout=3)
         _each(alive, "kill")
         psutil.wait_procs(alive, timeout=5)
         if not self.processes():
@@ -226,6 +227,10 @@ class MlflowServer:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self, timeout: float = 120) -> "MlflowServer":
+        return self.launch().wait_ready(timeout)
+
+    def launch(self) -> "MlflowServer":
+        """Start the server and return at once (it takes about 10 s to serve: start a Ray cluster meanwhile)."""
         self.root.mkdir(parents=True, exist_ok=True)
         log = open(self.root / "mlflow-server.log", "w")
         self.proc = subprocess.Popen(
@@ -233,6 +238,9 @@ class MlflowServer:
              "--artifacts-destination", str(self.root / "artifacts"), "--host", "127.0.0.1",
              "--port", str(self.port), "--workers", "1"],
             env=base_env(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=self.root)
+        return self
+
+    def wait_ready(self, timeout: float = 120) -> "MlflowServer":
         deadline = time.time() + timeout
         while time.time() < deadline:
             if self.proc.poll() is not None:

@@ -35,7 +35,7 @@ def _write_large_dataset(path) -> None:
 
 
 @pytest.mark.slow
-def test_a_search_on_data_larger_than_the_object_store_completes(tiny_overrides, tmp_path):
+def test_a_search_on_data_larger_than_the_object_store_completes(tiny_overrides, tmp_path, ray_stopped):
     _write_large_dataset(tmp_path / "large")
     cfg = load_config(None, overrides={
         **tiny_overrides, "data.source": str(tmp_path / "large"), "data.sensitive_attribute": "sex",
@@ -44,11 +44,8 @@ def test_a_search_on_data_larger_than_the_object_store_completes(tiny_overrides,
         "search.n_initial_points": 2, "search.export": "none"})
     assert cfg.data.storage == "auto"  # 197 MB > memory_limit_mb: mapped
     ray.init(num_cpus=2, object_store_memory=STORE_MB * 2**20, include_dashboard=False)
-    try:
-        out = run_search(cfg, name="large", log=lambda *_: None)
-        capacity = ray.cluster_resources()["object_store_memory"]
-    finally:
-        ray.shutdown()
+    out = run_search(cfg, name="large", log=lambda *_: None)
+    capacity = ray.cluster_resources()["object_store_memory"]
     assert capacity <= STORE_MB * 2**20 * 1.01 < N * PX * PX * 3
     assert [r.method for r in out.rows][0] == "FairTune (selected)"
     assert all(np.isfinite(r.test["overall_auc"].point) for r in out.rows)

@@ -65,12 +65,11 @@ def test_fault_injection_rules(monkeypatch, tmp_path):
 
 
 @pytest.fixture
-def ray_four_cpus(monkeypatch):
+def ray_four_cpus(monkeypatch, ray_stopped):
     monkeypatch.setenv("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "0")  # the search reads the trials' result files
     # Two trials x (0.01 for the driving trial + 2 workers x 0.5 CPU); logical CPUs may exceed the cores.
     ray.init(num_cpus=4, include_dashboard=False)
     yield
-    ray.shutdown()
 
 
 @pytest.mark.slow

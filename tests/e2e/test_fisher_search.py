@@ -47,14 +47,6 @@ def env(tmp_path_factory):
     return {"cache": cache, "cfg": cfg, "data": data, "checkpoint": checkpoint, "result": result}
 
 
-@pytest.fixture(scope="module")
-def ray_module():
-    yield
-    import ray
-
-    ray.shutdown()
-
-
 def test_fisher_is_cached_and_keyed(env, monkeypatch):
     first = env["result"]
     assert not first.cached
@@ -184,7 +176,7 @@ def test_cli_prints_the_layer_summary(env, capsys):
 
 
 @pytest.mark.slow
-def test_search_method_both_end_to_end(tmp_path, ray_module, monkeypatch):
+def test_search_method_both_end_to_end(tmp_path, ray_local, monkeypatch):
     from mlflow.tracking import MlflowClient
 
     from fairtune_ray.search.results import Role

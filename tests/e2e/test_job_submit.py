@@ -39,8 +39,9 @@ def test_job_submit_runs_a_search_on_two_nodes(session_cache, tmp_path, monkeypa
     t0 = time.perf_counter()
     cluster, server = LocalCluster(head_cpus=2, worker_cpus=1), None
     try:
+        server = MlflowServer(tmp_path / "mlflow").launch()  # serves while the cluster starts
         cluster.start()
-        server = MlflowServer(tmp_path / "mlflow").start()
+        server.wait_ready()
         ids = cluster.node_ids()
         assert set(ids) == {"head", "worker"}
         t_up = time.perf_counter() - t0

@@ -20,7 +20,6 @@ import time
 from pathlib import Path
 
 import pytest
-import ray
 from mlflow.tracking import MlflowClient
 
 from fairtune_ray.config import load_config
@@ -70,13 +69,11 @@ SAMPLES = 6  # trials of the interrupted search
 def tune_logs(monkeypatch):
     monkeypatch.setenv("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "0")  # the search reads the trials' result files
     monkeypatch.setenv("RAY_USAGE_STATS_ENABLED", "0")
-    yield
-    ray.shutdown()
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(900)
-def test_interrupted_search_resumes_without_rerunning_or_duplicating(tiny_overrides, tmp_path, tune_logs):
+def test_interrupted_search_resumes_without_rerunning_or_duplicating(tiny_overrides, tmp_path, tune_logs, ray_local):
     from fairtune_ray.study import run_search
 
     # warm trial processes start a trial in a fraction of a second: enough trials left to interrupt
@@ -143,7 +140,7 @@ def _progress_rows(exp_dir: Path, trial_id: str) -> int:
 @pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_failing_trials_are_recorded_retried_and_do_not_end_the_search(tiny_overrides, tmp_path, tune_logs,
-                                                                         monkeypatch):
+                                                                         monkeypatch, ray_stopped):
     from fairtune_ray.search.preflight import check_mask_space
     from fairtune_ray.study import run_search
     from fairtune_ray.testing.faults import fault_env

@@ -26,13 +26,12 @@ from fairtune_ray.training.pretrain import resolve_checkpoint
 
 
 @pytest.fixture
-def ray_one_cpu(monkeypatch, tmp_path):
+def ray_one_cpu(monkeypatch, tmp_path, ray_stopped):
     (tmp_path / "probes").mkdir()
     monkeypatch.setenv(HOOK_ENV, PROBE_HOOK)  # read by the trial processes: set before Ray starts
     monkeypatch.setenv(PROBE_DIR_ENV, str(tmp_path / "probes"))
     ray.init(num_cpus=1, include_dashboard=False)
     yield
-    ray.shutdown()
 
 
 def _point(n_bits: int, bits: str, lr: float) -> dict:

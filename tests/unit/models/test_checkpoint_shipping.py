@@ -34,6 +34,7 @@ def _weights_digest(state: dict) -> str:
 
 @pytest.fixture(scope="module")
 def local_ray():
+    ray.shutdown()  # a shared instance left by the search tests (tests/conftest.py, ray_local)
     ray.init(num_cpus=1, include_dashboard=False)
     yield
     ray.shutdown()
