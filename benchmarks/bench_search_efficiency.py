@@ -245,6 +245,9 @@ def main() -> None:
     ap.add_argument("--n-samples", type=int, default=None)
     ap.add_argument("--cache-dir", default=str(REPO / ".fairtune_cache"))
     ap.add_argument("--plot", default=None, help="PNG path (default: benchmarks/search_efficiency.png; none with --quick)")
+    ap.add_argument("--set", dest="b_set", action="append", default=[], metavar="KEY=VALUE",
+                    help="a config override for (b) only, read as YAML, e.g. search.asha.grace_period=1 (a variant "
+                         "study, reported in the JSON and the table; repeatable)")
     args = ap.parse_args()
     args.seeds = args.seeds or (1 if args.quick else 5)
     args.epochs = args.epochs or (2 if args.quick else 4)
@@ -257,6 +260,7 @@ def main() -> None:
     with quiet_stdout(), tempfile.TemporaryDirectory(prefix="bench-search-") as tmp:
         import ray
 
+        from fairtune_ray.cli.common import parse_overrides
         from fairtune_ray.config import load_config
         from fairtune_ray.data.loading import load_dataset
         from fairtune_ray.metrics import paired_differences, parse_objective
@@ -266,13 +270,14 @@ def main() -> None:
         from fairtune_ray.search.space import spec_from_trial_config
         from fairtune_ray.training.pretrain import resolve_checkpoint
 
+        b_set = parse_overrides(args.b_set)
         init_local_ray(2)
         for seed in range(args.seeds):
             over = base_overrides(args, seed, args.cache_dir, tmp)
             cfg_a = load_config(None, overrides={**over, "search.num_samples": args.budget // args.epochs,
                                                  "search.max_concurrent": 1, "trial.resources.cpu": 2})
             cfg_b = load_config(None, overrides={**over, "search.num_samples": args.budget,
-                                                 "search.max_concurrent": 2, "trial.resources.cpu": 1})
+                                                 "search.max_concurrent": 2, "trial.resources.cpu": 1, **b_set})
             data = load_dataset(cfg_b.data)
             # The default pre-training of the micro backbone (source task, 10 epochs) runs once per
             # config and is cached under --cache-dir; it is not part of any timing.
@@ -338,6 +343,8 @@ def main() -> None:
             "a_first_report_s", "a_epoch_s", "b_first_report_s", "b_epoch_s"]
     result = {"bench": "search_efficiency", "quick": args.quick, "seeds": args.seeds, "budget_epochs": args.budget,
               "epochs_per_trial": args.epochs, "n_samples": args.n_samples, "objective": objective.name,
+              "b_overrides": b_set, "b_grace_period": cfg_b.search.asha.grace_period,
+              "b_reduction_factor": cfg_b.search.asha.reduction_factor,
               **{k: agg(k) for k in keys},
               "b_frac_budget_to_reach_a": {"mean": round(mean_sd(reached)[0], 4) if reached else None,
                                            "sd": round(mean_sd(reached)[1], 4) if reached else None,
@@ -356,13 +363,15 @@ def main() -> None:
     fr = result["b_frac_budget_to_reach_a"]
     table = "\n".join([
         f"Budget {args.budget} training epochs per search ({args.epochs} per full trial), {args.n_samples} images, "
-        f"objective val `{objective.name}`; mean ± sd over {args.seeds} search seed(s).",
+        f"objective val `{objective.name}`; mean ± sd over {args.seeds} search seed(s). (b): ASHA grace period "
+        f"{cfg_b.search.asha.grace_period} epoch(s), reduction factor {cfg_b.search.asha.reduction_factor:g}"
+        + (f"; variant with {', '.join(f'`{k}={v}`' for k, v in b_set.items())}" if b_set else "") + ".",
         "",
         "| search | trials in budget | wall s to spend budget | best val objective | test worst-group AUC (retrained winner) | test overall AUC |",
         "|---|---|---|---|---|---|",
         f"| (a) FairTune-style: sequential TPE, full epochs, last epoch | {ms('a_trials', 1)} | {ms('a_budget_s', 1)} | "
         f"{ms('a_best_val')} | {ms('a_test_min_auc')} | {ms('a_test_overall_auc')} |",
-        f"| (b) this project: TPE + ASHA, 2 concurrent | {ms('b_trials', 1)} ({ms('b_stopped_early', 1)} stopped early) | "
+        f"| (b) this project: TPE + ASHA, {cfg_b.search.max_concurrent} concurrent | {ms('b_trials', 1)} ({ms('b_stopped_early', 1)} stopped early) | "
         f"{ms('b_budget_s', 1)} | {ms('b_best_val')} | {ms('b_test_min_auc')} | {ms('b_test_overall_auc')} |",
         "",
         (f"(b) matched (a)'s final best validation objective after **{fr['mean']:.2f} ± {fr['sd']:.2f}** of the budget "
