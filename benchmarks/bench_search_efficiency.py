@@ -203,7 +203,8 @@ def confirmed_winner(cfg, rows: list[dict], sign: float, data, checkpoint, n_bit
     return max(confirmed, key=lambda c: sign * c["objective"] if not math.isnan(c["objective"]) else -math.inf)
 
 
-def plot(curves_a: list[list[float]], curves_b: list[list[float]], budget: int, objective: str, path: Path) -> None:
+def plot(curves_a: list[list[float]], curves_b: list[list[float]], budget: int, objective: str, path: Path,
+         concurrent: int = 2) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -213,7 +214,7 @@ def plot(curves_a: list[list[float]], curves_b: list[list[float]], budget: int, 
     fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=110)
     x = np.arange(1, budget + 1)
     for curves, colour, label in ((curves_a, "tab:orange", "(a) FairTune-style: sequential TPE, full epochs, last epoch"),
-                                  (curves_b, "tab:blue", "(b) this project: TPE + ASHA, 2 concurrent")):
+                                  (curves_b, "tab:blue", f"(b) this project: TPE + ASHA, {concurrent} concurrent")):
         arr = np.full((len(curves), budget), np.nan)
         for i, c in enumerate(curves):
             arr[i, :len(c)] = c
@@ -330,7 +331,7 @@ def main() -> None:
         ray.shutdown()
         if plot_path is not None:
             plot([s["curve_a"] for s in per_seed], [s["curve_b"] for s in per_seed], args.budget,
-                 objective.name, plot_path)
+                 objective.name, plot_path, concurrent=cfg_b.search.max_concurrent)
 
     def agg(key):
         m, s = mean_sd([p[key] for p in per_seed])

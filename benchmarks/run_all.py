@@ -221,8 +221,10 @@ def _headline_why(d: dict, fracs: list[float], own: list[float]) -> str:
             "others (a)'s best came from a late TPE proposal and (b) reached it only when its own proposals did. "
             f"After confirmation both searches retrained the same configuration in {same}/{len(own)} seeds. A longer "
             "study (`--budget 40`, separate run: [search_efficiency_budget40.md](search_efficiency_budget40.md)) "
-            f"lowers the fraction but not to 30 %: (b)'s extra trials per epoch ({_m(d, 'b_trials'):.1f} to "
-            f"{_m(d, 'a_trials'):.1f} here) bound how much sooner it gets through TPE's proposals.")
+            "lowers the fraction but not to 30 %, and so do a grace period of 1 epoch and one trial at a time "
+            "(separate runs: [search_efficiency_variants.md](search_efficiency_variants.md)): (b)'s extra trials "
+            f"per epoch ({_m(d, 'b_trials'):.1f} to {_m(d, 'a_trials'):.1f} here) bound how much sooner it gets "
+            "through TPE's proposals.")
 
 
 def notes_inner_loop(d: dict, _all: dict) -> list[str]:
