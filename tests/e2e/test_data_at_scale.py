@@ -44,7 +44,7 @@ def test_a_search_on_data_larger_than_the_object_store_completes(tiny_overrides,
         "search.n_initial_points": 2, "search.export": "none"})
     assert cfg.data.storage == "auto"  # 197 MB > memory_limit_mb: mapped
     ray.init(num_cpus=2, object_store_memory=STORE_MB * 2**20, include_dashboard=False)
-    out = run_search(cfg, name="large", log=lambda *_: None)
+    out = run_search(cfg, name="large", report=False, log=lambda *_: None)
     capacity = ray.cluster_resources()["object_store_memory"]
     assert capacity <= STORE_MB * 2**20 * 1.01 < N * PX * PX * 3
     assert [r.method for r in out.rows][0] == "FairTune (selected)"

@@ -13,7 +13,7 @@ def test_search_with_a_peft_dimension(tiny_overrides, ray_local):
     cfg = load_config(None, overrides={**tiny_overrides, "search.num_samples": 5, "search.n_initial_points": 5,
                                        "peft.methods": ["mask", "lora", "ia3"], "peft.ranks": [2],
                                        "search.baselines": ["linear", "lora"], "search.export": "all"})  # models/lora too
-    out = run_search(cfg, name="peft", log=lambda *_: None)
+    out = run_search(cfg, name="peft", report=False, log=lambda *_: None)
 
     client = MlflowClient(out.tracking_uri)
     parent = client.get_run(out.parent_run_id)

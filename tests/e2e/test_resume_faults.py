@@ -1,4 +1,4 @@
-"""Resume an interrupted search; failing trials (an exception, a NaN loss) and a lost worker node.
+"""Resume an interrupted search; failing trials (an exception, a NaN loss).
 
 - Resume: a search running in a subprocess gets SIGINT (Ctrl-C) once two trials have finished;
   Tune saves its state and `fairtune-ray search` stops with the resume command. `--resume` then
@@ -8,8 +8,8 @@
   every attempt and is recorded as failed with its reason in Tune and MLflow; a trial that raises
   once is retried (search.max_failures) and completes; the search itself completes and selects
   among the successful trials.
-- Node loss: on a local two-node cluster, the second node's raylet is killed (by pid) while a trial
-  runs there; the trial is retried on the head node and the search completes.
+
+Losing a worker node is tested in test_two_node_cluster.py, on the local cluster it shares.
 """
 import glob
 import json
@@ -20,48 +20,12 @@ import time
 from pathlib import Path
 
 import pytest
-from mlflow.tracking import MlflowClient
 
 from fairtune_ray.config import load_config
-from local_cluster import BIN, REPO, LocalCluster, base_env
+from local_cluster import BIN, base_env
+from search_records import children, cli_args, trial_states
 
 QUIET = {"search.baselines": [], "search.bootstrap": 10, "search.retrain_seeds": 1}
-
-
-def trial_states(exp_dir: Path) -> dict[str, dict]:
-    """{trial_id: {"status", "num_failures"}} from Tune's newest experiment-state file."""
-    files = sorted(glob.glob(str(exp_dir / "experiment_state-*.json")))
-    if not files:
-        return {}
-    try:
-        data = json.loads(Path(files[-1]).read_text())
-    except (OSError, json.JSONDecodeError):  # being rewritten
-        return {}
-    out = {}
-    for trial_json, runtime_json in data["trial_data"]:
-        trial, runtime = json.loads(trial_json), json.loads(runtime_json)
-        out[trial["trial_id"]] = {"status": trial["status"], "num_failures": runtime["num_failures"]}
-    return out
-
-
-def children(uri: str, parent_name: str, experiment: str = "fairtune-ray"):
-    client = MlflowClient(uri)
-    exp = client.get_experiment_by_name(experiment)
-    parents = client.search_runs([exp.experiment_id], filter_string="tags.`fairtune.role` = 'search'")
-    parents = [p for p in parents if p.info.run_name == parent_name]
-    assert len(parents) == 1, [p.info.run_name for p in parents]
-    kids = client.search_runs([exp.experiment_id],
-                              filter_string=f"tags.`mlflow.parentRunId` = '{parents[0].info.run_id}'")
-    return client, parents[0], kids
-
-
-def cli_args(overrides: dict) -> list[str]:
-    args = []
-    for k, v in overrides.items():
-        args += ["--set", f"{k}={json.dumps(v) if isinstance(v, list) else v}"]
-    return args
-
-
 SAMPLES = 6  # trials of the interrupted search
 
 
@@ -111,7 +75,7 @@ def test_interrupted_search_resumes_without_rerunning_or_duplicating(tiny_overri
 
     t1 = time.perf_counter()
     cfg = load_config(None, overrides=over)
-    out = run_search(cfg, name="resumable", resume=True, log=lambda *_: None)
+    out = run_search(cfg, name="resumable", resume=True, report=False, log=lambda *_: None)
     t_resume = time.perf_counter() - t1
 
     after = trial_states(exp_dir)
@@ -155,7 +119,7 @@ def test_failing_trials_are_recorded_retried_and_do_not_end_the_search(tiny_over
     for key, value in fault_env(rules).items():
         monkeypatch.setenv(key, value)
     t0 = time.perf_counter()
-    out = run_search(cfg, name="faults", log=lambda *_: None)
+    out = run_search(cfg, name="faults", report=False, log=lambda *_: None)
     elapsed = time.perf_counter() - t0
 
     states = trial_states(Path(cfg.search.storage) / "faults")
@@ -182,60 +146,3 @@ def test_failing_trials_are_recorded_retried_and_do_not_end_the_search(tiny_over
     recorded = json.loads((out.run_dir / "trials.json").read_text())
     assert {r["trial_id"]: r["status"] for r in recorded}.get(nan_id) == "failed"
     print(f"fault search: {elapsed:.0f}s")
-
-
-@pytest.mark.slow
-@pytest.mark.timeout(900)
-def test_search_survives_losing_a_worker_node(session_cache, tiny_overrides, tmp_path, monkeypatch):
-    monkeypatch.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
-    uri = f"sqlite:///{tmp_path / 'mlruns.db'}"
-    over = {**tiny_overrides, **QUIET, "data.cache_dir": session_cache, "search.num_samples": 3,
-            "search.max_concurrent": 3, "search.max_failures": 2, "search.asha.grace_period": 4,
-            "train.epochs": 4, "trial.resources.cpu": 1, "tracking.uri": uri}
-    cluster, proc = LocalCluster(head_cpus=2, worker_cpus=1), None
-    t0 = time.perf_counter()
-    try:
-        cluster.start()
-        ids = cluster.node_ids()
-        proc = subprocess.Popen([str(BIN / "fairtune-ray"), "search", *cli_args(over), "--name", "nodeloss",
-                                 "--address", cluster.address], env=cluster.env, cwd=REPO, text=True,
-                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
-        # wait until a trial has started on the second node, then take that node away
-        client, deadline, victim = MlflowClient(uri), time.time() + 400, None
-        while victim is None and time.time() < deadline and proc.poll() is None:
-            time.sleep(0.5)
-            exp = client.get_experiment_by_name("fairtune-ray") if Path(tmp_path / "mlruns.db").exists() else None
-            if exp is None:
-                continue
-            for run in client.search_runs([exp.experiment_id], filter_string="tags.`fairtune.role` = 'trial'"):
-                if run.data.tags.get("node") == ids["worker"] and run.info.status == "RUNNING":
-                    victim = run.data.tags["ray_trial_id"]
-        assert victim, f"no trial ran on the worker node:\n{_drain(proc)}"
-        cluster.kill_worker_node()
-        out, _ = proc.communicate(timeout=600)
-        assert proc.returncode == 0, out[-6000:]
-        assert {n["node_id"]: n["state"] for n in cluster.nodes()}[ids["worker"]] == "DEAD"
-    finally:
-        if proc is not None and proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-        cluster.stop()
-    elapsed = time.perf_counter() - t0
-
-    states = trial_states(Path(over["search.storage"]) / "nodeloss")
-    assert len(states) == 3 and all(s["status"] == "TERMINATED" for s in states.values()), states
-    assert states[victim]["num_failures"] >= 1
-    _, parent, kids = children(uri, "nodeloss")
-    assert len(kids) == 3 and parent.info.status == "FINISHED"
-    moved = next(k for k in kids if k.data.tags["ray_trial_id"] == victim)
-    assert moved.data.tags["node"] == ids["head"]  # retried on the surviving node, same child run
-    assert moved.data.tags["fairtune.status"] == "completed" and moved.data.tags["fairtune.resumed"] == "true"
-    print(f"node-loss search on the two-node cluster: {elapsed:.0f}s")
-
-
-def _drain(proc) -> str:
-    if proc is None:
-        return ""
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGKILL)
-    return (proc.communicate()[0] or "")[-4000:]
