@@ -22,6 +22,18 @@ from fairtune_ray.search.tpe_window import bounded_history
 from fairtune_ray.search.tune_value import TUNE_METRIC
 
 
+class TidIndex:
+    """A HyperOpt study's documents by tid. The study only ever appends documents (failed ones stay),
+    so the index follows it by reading the ones added since it last looked."""
+
+    def __init__(self, study) -> None:
+        self.study, self._docs = study, {}
+
+    def get(self, tid: int) -> dict:
+        if tid not in self._docs:
+            self._docs.update((d["tid"], d) for d in self.study._dynamic_trials[len(self._docs):])
+        return self._docs[tid]
+
 
 class WarmStartedHyperOpt(HyperOptSearch):
     """HyperOpt TPE that also starts from points evaluated before this study (``search.warm_start``).
@@ -50,20 +62,22 @@ class WarmStartedHyperOpt(HyperOptSearch):
         if self._evaluated:
             self._hpopt_trials.insert_trial_docs(self._evaluated_docs())
             self._hpopt_trials.refresh()
+        self._tids = TidIndex(self._hpopt_trials)
+
+    def set_state(self, state: dict) -> None:
+        super().set_state(state)
+        self._tids = TidIndex(self._hpopt_trials)
+
+    def restore(self, checkpoint_path: str) -> None:
+        super().restore(checkpoint_path)
+        self._tids = TidIndex(self._hpopt_trials)  # the restored study, whichever version saved it
 
     def _get_hyperopt_trial(self, trial_id: str) -> Optional[dict]:
-        """The study's document of a live trial by its tid. Ray's scans the whole study for it at every
-        result, which makes a trial's cost grow with the study; the study only ever appends documents,
-        so the index here follows it by looking at the new ones."""
+        """The study's document of a live trial, by its tid. Ray's scans the whole study for it at every
+        result, which makes a trial's cost grow with the study."""
         if trial_id not in self._live_trial_mapping:
             return None
-        tid, study = self._live_trial_mapping[trial_id][0], self._hpopt_trials
-        if getattr(self, "_indexed", (None,))[0] is not study:  # first use, or a restored searcher's study
-            self._indexed = (study, {})
-        index = self._indexed[1]
-        if tid not in index:
-            index.update((d["tid"], d) for d in study._dynamic_trials[len(index):])
-        return index[tid]
+        return self._tids.get(self._live_trial_mapping[trial_id][0])
 
     def _evaluated_docs(self) -> list[dict]:
         tids = self._hpopt_trials.new_trial_ids(len(self._evaluated))
