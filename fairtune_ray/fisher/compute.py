@@ -94,16 +94,8 @@ def select_group_samples(groups: Tensor, samples_per_group: int, seed: int = 0) 
 
 
 def _log_prob(out: Tensor, y: Tensor) -> Tensor:
-    """log p(y|x) for ONE sample given the model output of a batch of one.
-
-    One logit: log sigmoid(z) for y=1, log sigmoid(-z) for y=0. Several logits: log_softmax.
-    """
-    out = out.reshape(out.shape[0], -1)[0]  # (1,) / (1,1) / (1,C) -> (C',)
-    if out.shape[0] == 1:
-        sign = 2.0 * y.to(out.dtype) - 1.0
-        return nn.functional.logsigmoid(sign * out[0])
-    logp = torch.log_softmax(out, dim=-1)
-    return torch.gather(logp, 0, y.long().reshape(1))[0]
+    """log p(y|x) for ONE sample, given the model output of a batch of one: ``_log_prob_sum`` of that batch."""
+    return _log_prob_sum(out, y.reshape(1))
 
 
 @contextmanager
@@ -220,7 +212,8 @@ def _vmap_per_group_fisher(model: nn.Module, images: Tensor, labels: Tensor, gro
 
 
 def _log_prob_sum(out: Tensor, y: Tensor) -> Tensor:
-    """Sum over a batch of log p(y_i|x_i): what ``_log_prob`` gives for one sample, for all at once."""
+    """Sum over a batch of log p(y_i|x_i). One logit: log sigmoid(z) for y=1, log sigmoid(-z) for y=0;
+    several logits: log_softmax."""
     out = out.reshape(out.shape[0], -1)
     if out.shape[1] == 1:
         return nn.functional.logsigmoid((2.0 * y.to(out.dtype) - 1.0) * out[:, 0]).sum()
