@@ -116,14 +116,21 @@ def group_coding(manifest: pd.DataFrame, info: DatasetInfo, attributes: Attribut
     return GroupCoding(codes, names, label, report, tuple(attrs), cells, min_group_size)
 
 
+def require_attributes(info: DatasetInfo, columns, attrs: Sequence[str], where: str = "",
+                       how_to_choose: str = "config key data.sensitive_attribute") -> None:
+    """Each named sensitive attribute is one the dataset records: a code mapping in its info and a
+    manifest column. Otherwise a DataError naming the attribute, how to choose one, and those there are."""
+    for name in attrs:
+        if name not in info.attributes or name not in columns:
+            raise DataError(f"{where + ': ' if where else ''}sensitive attribute '{name}' ({how_to_choose}) is not "
+                            f"in the manifest; available: {sorted(info.attributes)}")
+
+
 def _attribute_codes(manifest: pd.DataFrame, info: DatasetInfo, attrs: list[str]) -> pd.DataFrame:
     """The attributes' columns as int64; an unknown attribute, a missing code or an unmapped code is a DataError."""
     if len(set(attrs)) != len(attrs) or not attrs:
         raise DataError(f"data.sensitive_attribute: {attrs} must name one or more different attributes")
-    for a in attrs:
-        if a not in info.attributes or a not in manifest.columns:
-            raise DataError(f"sensitive attribute '{a}' (config key data.sensitive_attribute) is not in the "
-                            f"manifest; available: {sorted(info.attributes)}")
+    require_attributes(info, manifest.columns, attrs)
     missing = manifest[attrs].isna()
     if missing.to_numpy().any():
         per = {a: int(n) for a, n in missing.sum().items() if n}

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
 
 from fairtune_ray.config import DataConfig
-from fairtune_ray.data.groups import GroupCoding, attribute_list, coding_for, group_coding
+from fairtune_ray.data.groups import GroupCoding, attribute_list, coding_for, group_coding, require_attributes
 from fairtune_ray.data.manifest import DataError, load_manifest, pixel_bytes
 from fairtune_ray.data.packed import PackedDataset, load_packed_dataset
 from fairtune_ray.data.pixels import ImageRows
@@ -46,10 +46,7 @@ def storage_for(cfg: DataConfig, nbytes: int) -> str:
 
 
 def check_attribute(data: PackedDataset, attribute: Union[str, Sequence[str]], where: str = "dataset") -> None:
-    for name in attribute_list(attribute):
-        if name not in data.info.attributes or name not in data.manifest.columns:
-            raise DataError(f"{where}: sensitive attribute '{name}' (config key data.sensitive_attribute) "
-                            f"is not in the manifest; available: {sorted(data.info.attributes)}")
+    require_attributes(data.info, data.manifest.columns, attribute_list(attribute), where)
     for split in ("train", "val"):
         if not (data.manifest["split"] == split).any():
             raise DataError(f"{where}: the manifest has no '{split}' rows (column 'split')")

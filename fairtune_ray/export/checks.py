@@ -7,6 +7,7 @@ from typing import Sequence, Union
 
 import pandas as pd
 
+from fairtune_ray.data.groups import attribute_list, require_attributes
 from fairtune_ray.data.manifest import SPLITS, DataError, DatasetInfo
 
 ALL_SPLITS = "all"
@@ -24,10 +25,7 @@ def check_input_size(meta: dict, info: DatasetInfo, where: str) -> None:
 
 def check_attribute(info: DatasetInfo, manifest: pd.DataFrame, attribute: Union[str, Sequence[str]], where: str) -> None:
     """Each of the sensitive attribute(s) must be one the dataset records."""
-    for name in [attribute] if isinstance(attribute, str) else attribute:
-        if name not in info.attributes or name not in manifest.columns:
-            raise DataError(f"{where}: sensitive attribute '{name}' is not in the dataset; "
-                            f"it records {sorted(info.attributes)} (choose one with --attribute)")
+    require_attributes(info, manifest.columns, attribute_list(attribute), where, how_to_choose="choose one with --attribute")
 
 
 def split_rows(manifest: pd.DataFrame, split: str, where: str) -> pd.Series:
