@@ -144,6 +144,10 @@ def notes_search_efficiency(d: dict, _all: dict) -> list[str]:
         n.append(f"(b) reached (a)'s final best validation objective after {frac['mean']:.0%} of the epoch budget on "
                  f"average ({frac['reached']} seeds reached it), and ran {_m(d, 'b_trials'):.1f} trials to (a)'s "
                  f"{_m(d, 'a_trials'):.1f} in the same budget ({_m(d, 'b_stopped_early'):.1f} stopped early by ASHA).")
+        strict = d.get("b_frac_budget_to_reach_a_any_epoch")
+        if strict and strict["mean"] is not None:
+            n.append(f"Read as (b) is, at each trial's best epoch, (a)'s final best is a higher bar: (b) reached it after "
+                     f"{strict['mean']:.0%} ± {strict['sd']:.0%} of the budget ({strict['reached']} seeds).")
         fracs = [p["b_frac_budget_to_reach_a"] for p in d.get("per_seed", []) if p.get("b_frac_budget_to_reach_a")]
         own = [p["a_frac_budget_to_own_best"] for p in d.get("per_seed", []) if "a_frac_budget_to_own_best" in p]
         met = frac["mean"] <= 0.30 and (frac["sd"] or 0) <= 0.10 and frac["reached"].split("/")[0] == frac["reached"].split("/")[1]
