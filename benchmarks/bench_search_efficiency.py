@@ -345,9 +345,13 @@ def main() -> None:
         m, s = mean_sd([p[key] for p in per_seed])
         return {"mean": round(m, 4), "sd": round(s, 4)}
 
-    reached = [p["b_frac_budget_to_reach_a"] for p in per_seed if p["b_frac_budget_to_reach_a"] is not None]
-    reached_any = [p["b_frac_budget_to_reach_a_any_epoch"] for p in per_seed
-                   if p["b_frac_budget_to_reach_a_any_epoch"] is not None]
+    def over_seeds_reached(key):
+        """Mean and sd over the seeds in which (b) reached the bar, and how many did."""
+        reached = [p[key] for p in per_seed if p[key] is not None]
+        m, s = mean_sd(reached) if reached else (None, None)
+        return {"mean": round(m, 4) if reached else None, "sd": round(s, 4) if reached else None,
+                "reached": f"{len(reached)}/{len(per_seed)}"}
+
     keys = ["a_trials", "b_trials", "b_stopped_early", "a_budget_s", "b_budget_s", "a_best_val", "a_best_val_any_epoch",
             "b_best_val", "a_test_min_auc", "b_test_min_auc", "a_test_overall_auc", "b_test_overall_auc",
             "a_confirmed_val", "b_confirmed_val", "a_frac_budget_to_own_best", "b_minus_a_test_min_auc", "confirm_s", "retrain_s",
@@ -357,13 +361,8 @@ def main() -> None:
               "b_overrides": b_set, "b_grace_period": cfg_b.search.asha.grace_period,
               "b_reduction_factor": cfg_b.search.asha.reduction_factor,
               **{k: agg(k) for k in keys},
-              "b_frac_budget_to_reach_a": {"mean": round(mean_sd(reached)[0], 4) if reached else None,
-                                           "sd": round(mean_sd(reached)[1], 4) if reached else None,
-                                           "reached": f"{len(reached)}/{len(per_seed)}"},
-              "b_frac_budget_to_reach_a_any_epoch": {
-                  "mean": round(mean_sd(reached_any)[0], 4) if reached_any else None,
-                  "sd": round(mean_sd(reached_any)[1], 4) if reached_any else None,
-                  "reached": f"{len(reached_any)}/{len(per_seed)}"},
+              "b_frac_budget_to_reach_a": over_seeds_reached("b_frac_budget_to_reach_a"),
+              "b_frac_budget_to_reach_a_any_epoch": over_seeds_reached("b_frac_budget_to_reach_a_any_epoch"),
               "b_not_worse_on_test": f"{sum(p['b_vs_a_verdict'] != 'worse' for p in per_seed)}/{len(per_seed)}",
               "wall_ratio_a_over_b": round(mean_sd([p["a_budget_s"] / p["b_budget_s"] for p in per_seed])[0], 3),
               "plot": str(plot_path.relative_to(REPO)) if plot_path and plot_path.is_relative_to(REPO) else (str(plot_path) if plot_path else None),
@@ -375,7 +374,7 @@ def main() -> None:
         d = result[key]
         return f"{d['mean']:.{digits}f} ± {d['sd']:.{digits}f}"
 
-    fr = result["b_frac_budget_to_reach_a"]
+    fr, strict = result["b_frac_budget_to_reach_a"], result["b_frac_budget_to_reach_a_any_epoch"]
     table = "\n".join([
         f"Budget {args.budget} training epochs per search ({args.epochs} per full trial), {args.n_samples} images, "
         f"objective val `{objective.name}`; mean ± sd over {args.seeds} search seed(s). (b): ASHA grace period "
@@ -390,13 +389,12 @@ def main() -> None:
         f"{ms('b_budget_s', 1)} | {ms('b_best_val')} | {ms('b_test_min_auc')} | {ms('b_test_overall_auc')} |",
         "",
         (f"(b) matched (a)'s final best validation objective after **{fr['mean']:.2f} ± {fr['sd']:.2f}** of the budget "
-         f"(reached in {fr['reached']} seeds)" if reached else
+         f"(reached in {fr['reached']} seeds)" if fr["mean"] is not None else
          f"(b) did not reach (a)'s final best validation objective within the budget ({fr['reached']} seeds)")
         + f"; wall-time ratio (a)/(b) = {result['wall_ratio_a_over_b']:.2f}. (a) read at its best epoch instead of its last: "
           f"{ms('a_best_val_any_epoch')}; (b) matched that after "
-          + (f"{result['b_frac_budget_to_reach_a_any_epoch']['mean']:.2f} ± {result['b_frac_budget_to_reach_a_any_epoch']['sd']:.2f}"
-             if reached_any else "none")
-          + f" of the budget (reached in {result['b_frac_budget_to_reach_a_any_epoch']['reached']} seeds).",
+          + (f"{strict['mean']:.2f} ± {strict['sd']:.2f}" if strict["mean"] is not None else "none")
+          + f" of the budget (reached in {strict['reached']} seeds).",
         "",
         (f"Winners confirmed with {cfg_b.search.confirm.seeds} seeds among each search's top {cfg_b.search.confirm.top_k} "
          f"(validation seed mean: (a) {ms('a_confirmed_val')}, (b) {ms('b_confirmed_val')}), then retrained once and "
