@@ -8,6 +8,9 @@ from pathlib import Path
 
 from mlflow.tracking import MlflowClient
 
+#: settings for a search whose baselines and test intervals the test does not read
+QUIET = {"search.baselines": [], "search.bootstrap": 10, "search.retrain_seeds": 1}
+
 
 def trial_states(exp_dir: Path) -> dict[str, dict]:
     """{trial_id: {"status", "num_failures"}} from Tune's newest experiment-state file."""

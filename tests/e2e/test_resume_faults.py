@@ -23,9 +23,8 @@ import pytest
 
 from fairtune_ray.config import load_config
 from local_cluster import BIN, base_env
-from search_records import children, cli_args, trial_states
+from search_records import QUIET, children, cli_args, trial_states
 
-QUIET = {"search.baselines": [], "search.bootstrap": 10, "search.retrain_seeds": 1}
 SAMPLES = 6  # trials of the interrupted search
 
 

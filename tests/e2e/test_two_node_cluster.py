@@ -21,14 +21,14 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from local_cluster import BIN, REPO, LocalCluster, MlflowServer
-from search_records import children, cli_args, trial_states
+from search_records import QUIET, children, cli_args, trial_states
 
 SMOKE = {
     "data.synthetic.n_samples": 300, "data.synthetic.val_samples": 0, "data.synthetic.test_samples": 0,
     "data.synthetic.source_samples": 400, "backbone.pretrain_epochs": 1,
     "train.epochs": 2, "train.threads": 1, "data.batch_size": 64,
     "search.num_samples": 3, "search.max_concurrent": 3, "search.n_initial_points": 2,
-    "search.asha.grace_period": 2, "search.retrain_seeds": 1, "search.bootstrap": 10, "search.baselines": "[]",
+    "search.asha.grace_period": 2, "search.retrain_seeds": 1, "search.bootstrap": 10, "search.baselines": [],
     "search.confirm.top_k": 0,
     # 1 CPU per trial on a 2 + 1 CPU cluster: three concurrent trials fill both nodes
     "trial.resources.cpu": 1,
@@ -37,16 +37,6 @@ SMOKE = {
     # for the third trial, so which nodes run trials would depend on start-up timing, not on the cluster
     "search.reuse_actors": "false",
 }
-
-
-def smoke_args(cache_dir: str, **extra) -> list[str]:
-    args = []
-    for k, v in {**SMOKE, "data.cache_dir": cache_dir, **extra}.items():
-        args += ["--set", f"{k}={v}"]
-    return args
-
-
-QUIET = {"search.baselines": [], "search.bootstrap": 10, "search.retrain_seeds": 1}
 
 
 @pytest.fixture(scope="module")
@@ -75,7 +65,7 @@ def test_job_submit_runs_a_search_on_two_nodes(cluster_and_server, session_cache
     job_id = f"fairtune-smoke-{uuid.uuid4().hex[:8]}"
     cluster.run("job", "submit", "--address", cluster.dashboard, "--working-dir", str(REPO),
                 "--submission-id", job_id, "--no-wait", "--",
-                "fairtune-ray", "search", *smoke_args(session_cache), "--name", "jobsmoke",
+                "fairtune-ray", "search", *cli_args({**SMOKE, "data.cache_dir": session_cache}), "--name", "jobsmoke",
                 "--storage", str(tmp_path / "runs"), "--tracking-uri", server.uri)
     status = cluster.wait_job(job_id, timeout=600)
     logs = cluster.run("job", "logs", job_id, "--address", cluster.dashboard, check=False).stdout
